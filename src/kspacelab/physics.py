@@ -1,0 +1,218 @@
+"""MRI physics primitives: centred orthonormal FFTs, complex helpers, RSS, coil operators, crops.
+
+This module is the only place in kspacelab where these operations are written.
+
+Two complex representations are accepted everywhere:
+
+* native complex tensors, e.g. ``(..., H, W)`` ``complex64``;
+* real-view tensors with a trailing axis of size 2 holding (real, imag), e.g. ``(..., H, W, 2)`` ``float32``,
+  as used by the fastMRI package and its published weights.
+
+Functions return the representation they were given. ``H`` is the readout (frequency-encoding) axis and ``W``
+the phase-encoding axis along which the undersampling mask runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "center_crop",
+    "complex_abs",
+    "complex_abs_sq",
+    "complex_center_crop",
+    "complex_conj",
+    "complex_mul",
+    "fft2c",
+    "ifft2c",
+    "is_real_view",
+    "rss",
+    "rss_complex",
+    "sens_expand",
+    "sens_reduce",
+    "soft_data_consistency",
+    "to_complex",
+    "to_real_view",
+]
+
+
+def is_real_view(x: torch.Tensor) -> bool:
+    """True when ``x`` is a real tensor whose last axis (size 2) holds real and imaginary parts."""
+    return not x.is_complex() and x.ndim >= 1 and x.shape[-1] == 2
+
+
+def to_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real-view ``(..., 2)`` -> native complex ``(...)``; complex input is returned unchanged."""
+    if x.is_complex():
+        return x
+    if x.shape[-1] != 2:
+        raise ValueError(f"expected a complex tensor or a real view with last axis 2, got shape {tuple(x.shape)}")
+    return torch.view_as_complex(x.contiguous())
+
+
+def to_real_view(x: torch.Tensor) -> torch.Tensor:
+    """Native complex ``(...)`` -> real-view ``(..., 2)``; real input is returned unchanged."""
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def _fft_centered(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    real_view = not x.is_complex()
+    z = to_complex(x)
+    if z.ndim < 2:
+        raise ValueError(f"need at least 2 spatial dimensions, got shape {tuple(z.shape)}")
+    z = torch.fft.ifftshift(z, dim=(-2, -1))
+    z = torch.fft.ifftn(z, dim=(-2, -1), norm="ortho") if inverse else torch.fft.fftn(z, dim=(-2, -1), norm="ortho")
+    z = torch.fft.fftshift(z, dim=(-2, -1))
+    return torch.view_as_real(z) if real_view else z
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred, orthonormal 2-D FFT over the last two spatial axes.
+
+    Args:
+        x: image, ``(..., H, W)`` complex or ``(..., H, W, 2)`` real view.
+
+    Returns:
+        k-space in the same representation and shape; DC at index ``(H // 2, W // 2)``.
+    """
+    return _fft_centered(x, inverse=False)
+
+
+def ifft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centred, orthonormal 2-D inverse FFT; the exact inverse (and adjoint) of :func:`fft2c`."""
+    return _fft_centered(x, inverse=True)
+
+
+def complex_mul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Element-wise complex product with broadcasting; both inputs in the same representation."""
+    if x.is_complex() or y.is_complex():
+        return to_complex(x) * to_complex(y)
+    re = x[..., 0] * y[..., 0] - x[..., 1] * y[..., 1]
+    im = x[..., 0] * y[..., 1] + x[..., 1] * y[..., 0]
+    return torch.stack((re, im), dim=-1)
+
+
+def complex_conj(x: torch.Tensor) -> torch.Tensor:
+    """Complex conjugate in either representation."""
+    if x.is_complex():
+        return x.conj()
+    return torch.stack((x[..., 0], -x[..., 1]), dim=-1)
+
+
+def complex_abs_sq(x: torch.Tensor) -> torch.Tensor:
+    """Squared magnitude ``|x|^2`` (real tensor; the trailing axis of a real view is consumed)."""
+    if x.is_complex():
+        return x.real**2 + x.imag**2
+    if x.shape[-1] != 2:
+        raise ValueError(f"real-view tensor must have last axis 2, got shape {tuple(x.shape)}")
+    return (x**2).sum(dim=-1)
+
+
+def complex_abs(x: torch.Tensor) -> torch.Tensor:
+    """Magnitude ``|x|`` (real tensor; the trailing axis of a real view is consumed)."""
+    if x.is_complex():
+        return x.abs()
+    return complex_abs_sq(x).sqrt()
+
+
+def rss(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Root sum of squares of a *real* tensor along ``dim`` (e.g. coil magnitudes)."""
+    return torch.sqrt((x**2).sum(dim))
+
+
+def rss_complex(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Root sum of squares of complex coil images along ``dim``.
+
+    For a real view ``dim`` counts axes of the view *without* its trailing axis of size 2 being special:
+    pass the coil axis as you would index the tensor (e.g. ``dim=1`` for ``(B, C, H, W, 2)``).
+
+    Returns:
+        real tensor, the coil axis (and the real-view axis) removed.
+    """
+    return torch.sqrt(complex_abs_sq(x).sum(dim))
+
+
+def sens_expand(x: torch.Tensor, sens_maps: torch.Tensor, coil_dim: int = 1) -> torch.Tensor:
+    """Forward coil operator ``E x = F(S x)``: one image to per-coil k-space.
+
+    Args:
+        x: image ``(B, 1, H, W)`` complex or ``(B, 1, H, W, 2)``.
+        sens_maps: coil sensitivities ``(B, C, H, W)`` complex or ``(B, C, H, W, 2)``.
+        coil_dim: unused axis marker kept for symmetry with :func:`sens_reduce`.
+
+    Returns:
+        k-space ``(B, C, H, W)`` (or ``(..., 2)``).
+    """
+    del coil_dim
+    return fft2c(complex_mul(x, sens_maps))
+
+
+def sens_reduce(k: torch.Tensor, sens_maps: torch.Tensor, coil_dim: int = 1) -> torch.Tensor:
+    """Adjoint coil operator ``E^H k = sum_c conj(S_c) F^-1 k_c``: per-coil k-space to one image.
+
+    Args:
+        k: k-space ``(B, C, H, W)`` complex or ``(B, C, H, W, 2)``.
+        sens_maps: coil sensitivities, same shape as ``k``.
+        coil_dim: the coil axis.
+
+    Returns:
+        image ``(B, 1, H, W)`` (or ``(B, 1, H, W, 2)``), coil axis kept with size 1.
+    """
+    return complex_mul(ifft2c(k), complex_conj(sens_maps)).sum(dim=coil_dim, keepdim=True)
+
+
+def soft_data_consistency(
+    k_current: torch.Tensor, k_measured: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | float
+) -> torch.Tensor:
+    """Soft data-consistency term of E2E-VarNet: ``where(mask, k - k0, 0) * weight``.
+
+    Args:
+        k_current: current k-space estimate, any representation.
+        k_measured: measured (masked) k-space, same shape.
+        mask: boolean sampling mask broadcastable to the k-space (for a real view include the trailing axis,
+            e.g. ``(B, 1, 1, W, 1)``; for complex ``(B, 1, 1, W)``).
+        weight: scalar or tensor weight.
+
+    Returns:
+        the correction to subtract from ``k_current``.
+    """
+    zero = torch.zeros((), dtype=k_current.dtype, device=k_current.device)
+    return torch.where(mask.bool(), k_current - k_measured, zero) * weight
+
+
+def _crop_or_pad_axis(x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    n = x.shape[axis]
+    if n == size:
+        return x
+    if n > size:
+        start = (n - size) // 2
+        return x.narrow(axis, start, size)
+    before = (size - n) // 2
+    after = size - n - before
+    pad = [0, 0] * (x.ndim - (axis % x.ndim) - 1) + [before, after]
+    if x.is_complex():
+        return torch.view_as_complex(F.pad(torch.view_as_real(x), [0, 0, *pad]))
+    return F.pad(x, pad)
+
+
+def center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Centre-crop the last two axes to ``shape = (h, w)``; zero-pad (centred) an axis that is smaller.
+
+    Cropping takes ``start = (n - size) // 2`` (fastMRI's convention); padding places the input at offset
+    ``(size - n) // 2`` so that cropping a padded image gives the input back exactly.
+
+    Args:
+        x: ``(..., H, W)`` real or complex.
+        shape: target ``(h, w)``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    return _crop_or_pad_axis(_crop_or_pad_axis(x, -2, h), -1, w)
+
+
+def complex_center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """:func:`center_crop` for a real view ``(..., H, W, 2)`` (crops axes -3 and -2)."""
+    h, w = int(shape[0]), int(shape[1])
+    return _crop_or_pad_axis(_crop_or_pad_axis(x, -3, h), -2, w)
