@@ -1,0 +1,159 @@
+"""The ``kspacelab`` program: simulate | reconstruct | evaluate | demo.
+
+User errors (bad files, bad arguments) print one line ``kspacelab: error: ...`` on stderr and exit with
+status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kspacelab import __version__
+from kspacelab.errors import KspacelabError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from kspacelab.data.synthetic import simulate_dataset
+
+    summary = simulate_dataset(
+        args.out,
+        preset=args.preset,
+        volumes_per_group=args.volumes_per_group,
+        seed=args.seed,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote a {args.preset!r} SNU-layout dataset to {args.out} in {summary.seconds:.1f} s")
+    return 0
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from kspacelab.inference import reconstruct_dataset
+
+    summary = reconstruct_dataset(args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet)
+    print(
+        f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {args.method} into {args.out} "
+        f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s)"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from kspacelab.evaluation import evaluate_leaderboard, write_json
+
+    result = evaluate_leaderboard(args.leaderboard, args.recon, progress=not args.quiet)
+    print(result.table())
+    for group in ("acc4", "acc8"):
+        if group in result.groups:
+            print(f"SSIM {group}: {result.groups[group]:.4f}")
+    if result.total is not None:
+        print(f"SSIM total: {result.total:.4f}")
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kspacelab.demo import run_demo
+
+    run_demo(Path(args.out), seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kspacelab`` program."""
+    parser = argparse.ArgumentParser(
+        prog="kspacelab",
+        description="Deep-learning reconstruction of accelerated multi-coil MRI (SNU FastMRI Challenge).",
+    )
+    parser.add_argument("--version", action="version", version=f"kspacelab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write a synthetic multi-coil dataset in the SNU challenge layout",
+        description="Simulate multi-coil k-space from real anatomy (MNI152 brain, MSK stand-in for knee) and "
+        "write train/val/leaderboard files exactly as the SNU challenge ships them.",
+    )
+    sim.add_argument("out", type=Path, help="output dataset root (must be empty or absent)")
+    sim.add_argument("--preset", choices=("demo", "snu"), default="demo", help="geometry preset (default: demo)")
+    sim.add_argument(
+        "--volumes-per-group",
+        type=_positive_int,
+        default=None,
+        help="training volumes per {brain,knee} x {acc4,acc8} group (default: the preset's)",
+    )
+    sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sim.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_cmd_simulate)
+
+    rec = sub.add_parser(
+        "reconstruct",
+        help="reconstruct a leaderboard or k-space folder into reconstruction files",
+        description="Reconstruct every k-space file of a leaderboard root (acc4/, acc8/) or of a folder with "
+        "kspace/ into OUT (dataset 'reconstruction', float32, same file names).",
+    )
+    rec.add_argument("--data", type=Path, required=True, help="leaderboard root or folder with kspace/")
+    rec.add_argument("--out", type=Path, required=True, help="output folder")
+    rec.add_argument(
+        "--method", required=True, choices=("zero-filled", "grappa"), help="classical reconstruction method"
+    )
+    rec.add_argument("--crop", type=_positive_int, default=None, help="output size (default: label size or 384)")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(func=_cmd_reconstruct)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score reconstructions with the exact SNU leaderboard SSIM",
+        description="Foreground-masked SSIM per slice, averaged per acceleration folder; total = mean of acc4 "
+        "and acc8.",
+    )
+    ev.add_argument("--leaderboard", type=Path, required=True, help="folder with acc4/image, acc8/image (or image/)")
+    ev.add_argument("--recon", type=Path, required=True, help="folder with acc4/, acc8/ reconstructions (or flat)")
+    ev.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main job end to end on the embedded synthetic dataset",
+        description="Simulate the demo dataset, reconstruct its leaderboard, evaluate and write a report.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KspacelabError as err:
+        print(f"kspacelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kspacelab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

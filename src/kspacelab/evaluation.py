@@ -1,0 +1,179 @@
+"""Score a folder of reconstructions exactly as the SNU leaderboard does (SPEC §2, §1.3).
+
+This module joins :mod:`kspacelab.formats` (files) and :mod:`kspacelab.metrics` (numbers); it keeps
+``metrics.py`` free of file handling.
+
+Layouts accepted for the ground truth (``leaderboard``):
+
+* a leaderboard root with ``acc4/image/*.h5`` and/or ``acc8/image/*.h5`` -> reconstructions are read from
+  ``recon/acc4/NAME.h5`` and ``recon/acc8/NAME.h5``;
+* a single folder with ``image/*.h5`` -> reconstructions are read from ``recon/NAME.h5`` (flat).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from kspacelab import formats, metrics
+from kspacelab.errors import DataFormatError
+
+ACCELERATION_FOLDERS = ("acc4", "acc8")
+
+
+@dataclass(frozen=True)
+class VolumeScore:
+    """Leaderboard SSIM of one volume."""
+
+    group: str  # "acc4", "acc8" or "" for a flat folder
+    name: str
+    anatomy: str
+    slices: int
+    ssim: float  # mean over the volume's slices
+    slice_ssim: tuple[float, ...]
+
+
+@dataclass
+class LeaderboardResult:
+    """Scores of a whole leaderboard: per acceleration folder, total, per anatomy, per volume."""
+
+    groups: dict[str, float] = field(default_factory=dict)  # slice-pooled mean SSIM per folder
+    per_anatomy: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> anatomy -> mean
+    per_volume: list[VolumeScore] = field(default_factory=list)
+
+    @property
+    def total(self) -> float | None:
+        """(SSIM_acc4 + SSIM_acc8) / 2 when both folders were scored, else the single folder's score."""
+        if all(g in self.groups for g in ACCELERATION_FOLDERS):
+            return (self.groups["acc4"] + self.groups["acc8"]) / 2
+        if len(self.groups) == 1:
+            return next(iter(self.groups.values()))
+        return None
+
+    def to_json_dict(self) -> dict[str, object]:
+        """JSON-ready dict with at least ``acc4``, ``acc8``, ``total`` and ``per_volume``."""
+        out: dict[str, object] = {
+            "acc4": self.groups.get("acc4"),
+            "acc8": self.groups.get("acc8"),
+            "total": self.total,
+            "groups": dict(self.groups),
+            "per_anatomy": self.per_anatomy,
+            "per_volume": [asdict(v) for v in self.per_volume],
+        }
+        return out
+
+    def table(self, decimals: int = 4) -> str:
+        """A Markdown table: one row per anatomy and folder, then the pooled rows and the total."""
+        groups = [g for g in (*ACCELERATION_FOLDERS, "") if g in self.groups]
+        labels = [g or "all" for g in groups]
+        lines = ["| | " + " | ".join(labels) + " |", "|---|" + "---|" * len(groups)]
+        anatomies = sorted({a for g in groups for a in self.per_anatomy.get(g, {})})
+        for anatomy in anatomies:
+            cells = [_fmt(self.per_anatomy.get(g, {}).get(anatomy), decimals) for g in groups]
+            lines.append(f"| {anatomy} | " + " | ".join(cells) + " |")
+        lines.append("| **all** | " + " | ".join(_fmt(self.groups[g], decimals) for g in groups) + " |")
+        if self.total is not None:
+            lines.append(f"\n**total SSIM = {self.total:.{decimals}f}**")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, decimals: int) -> str:
+    return "–" if value is None else f"{value:.{decimals}f}"
+
+
+def _target_groups(leaderboard: Path) -> list[tuple[str, Path]]:
+    """(group, image folder) pairs of a leaderboard root or a single folder."""
+    if not leaderboard.is_dir():
+        raise DataFormatError(leaderboard, "leaderboard folder does not exist")
+    groups = [(g, leaderboard / g / "image") for g in ACCELERATION_FOLDERS if (leaderboard / g / "image").is_dir()]
+    if groups:
+        return groups
+    if (leaderboard / "image").is_dir():
+        return [("", leaderboard / "image")]
+    raise DataFormatError(leaderboard, "no acc4/image, acc8/image or image/ folder with target files")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.h5"), key=lambda p: formats.natural_key(p.name))
+    if not files:
+        raise DataFormatError(folder, "no .h5 target files")
+    return files
+
+
+def score_volume(recon: np.ndarray, target: np.ndarray, max_value: float, anatomy: str) -> np.ndarray:
+    """Per-slice leaderboard SSIM of one volume.
+
+    Args:
+        recon: ``(S, h, w)`` float reconstruction.
+        target: ``(S, h, w)`` float ``image_label``.
+        max_value: the target file's ``max`` attribute (SSIM data range).
+        anatomy: ``"brain"`` or ``"knee"`` (foreground threshold).
+
+    Returns:
+        ``(S,)`` float64 SSIM per slice.
+    """
+    return metrics.leaderboard_ssim_volume(recon, target, max_value, anatomy)
+
+
+def evaluate_leaderboard(
+    leaderboard: str | Path, recon: str | Path, progress: bool = True
+) -> LeaderboardResult:
+    """Score every target volume under ``leaderboard`` against its reconstruction under ``recon``.
+
+    Every target must have a reconstruction of the same name and the same ``(S, h, w)`` shape; a missing,
+    misshaped, non-finite or unreadable reconstruction raises :class:`DataFormatError` naming the file.
+    """
+    leaderboard, recon = Path(leaderboard), Path(recon)
+    if not recon.is_dir():
+        raise DataFormatError(recon, "reconstruction folder does not exist")
+    result = LeaderboardResult()
+    jobs: list[tuple[str, Path, Path]] = []
+    for group, image_dir in _target_groups(leaderboard):
+        recon_dir = recon / group if group else recon
+        for target_path in _image_files(image_dir):
+            jobs.append((group, target_path, recon_dir / target_path.name))
+    for path in (r for _, _, r in jobs):
+        if not path.is_file():
+            raise DataFormatError(path, "reconstruction file is missing")
+
+    slice_scores: dict[str, list[float]] = {}
+    anatomy_scores: dict[str, dict[str, list[float]]] = {}
+    for group, target_path, recon_path in tqdm(jobs, desc="evaluate", unit="vol", disable=not progress):
+        formats.validate_image_file(target_path)
+        target = formats.read_image_volume(target_path, "image_label")
+        max_value = float(formats.read_image_attrs(target_path)["max"])
+        anatomy = formats.anatomy_from_name(target_path.name)
+        reconstruction = formats.read_reconstruction(recon_path, expected_shape=tuple(target.shape))
+        scores = score_volume(reconstruction, target, max_value, anatomy)
+        result.per_volume.append(
+            VolumeScore(
+                group=group,
+                name=target_path.name,
+                anatomy=anatomy,
+                slices=len(scores),
+                ssim=float(scores.mean()),
+                slice_ssim=tuple(float(s) for s in scores),
+            )
+        )
+        slice_scores.setdefault(group, []).extend(scores.tolist())
+        anatomy_scores.setdefault(group, {}).setdefault(anatomy, []).extend(scores.tolist())
+
+    result.groups = {g: float(np.mean(v)) for g, v in slice_scores.items()}
+    result.per_anatomy = {
+        g: {a: float(np.mean(v)) for a, v in sorted(per.items())} for g, per in anatomy_scores.items()
+    }
+    return result
+
+
+def write_json(result: LeaderboardResult, path: str | Path) -> None:
+    """Write the result as JSON (written to a temporary name, then renamed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_json_dict(), indent=2, allow_nan=False))
+    tmp.replace(path)
+
