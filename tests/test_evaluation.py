@@ -65,7 +65,8 @@ def test_scores_pool_slices_not_volumes_and_match_metric(tmp_path: Path) -> None
         formats.write_reconstruction(tmp_path / "rec" / key, recon)
         anatomy = formats.anatomy_from_name(name)
         expected[group] += [
-            metrics.leaderboard_ssim(recon[s], target[s], float(target.max()), anatomy) for s in range(len(target))
+            metrics.leaderboard_ssim(recon[s], target[s], float(target.max()), anatomy)
+            for s in range(len(target))
         ]
     result = evaluate_leaderboard(tmp_path / "lb", tmp_path / "rec", progress=False)
     for group in ("acc4", "acc8"):
@@ -97,8 +98,16 @@ def test_cli_prints_scores_and_writes_json(tmp_path: Path, capsys: pytest.Captur
     for i, (key, target) in enumerate(targets.items()):
         formats.write_reconstruction(tmp_path / "rec" / key, _noisy(target, 0.05, i))
     code, out, _ = _run(
-        ["evaluate", "--leaderboard", str(tmp_path / "lb"), "--recon", str(tmp_path / "rec"),
-         "--json", str(tmp_path / "s.json"), "--quiet"],
+        [
+            "evaluate",
+            "--leaderboard",
+            str(tmp_path / "lb"),
+            "--recon",
+            str(tmp_path / "rec"),
+            "--json",
+            str(tmp_path / "s.json"),
+            "--quiet",
+        ],
         capsys,
     )
     assert code == 0
@@ -129,8 +138,9 @@ def test_cli_bad_reconstruction_names_the_file(
 
         with h5py.File(bad, "w") as f:
             f["recon"] = np.zeros((1, SIZE, SIZE), np.float32)
-    code, out, err = _run(
-        ["evaluate", "--leaderboard", str(tmp_path / "lb"), "--recon", str(tmp_path / "rec"), "--quiet"], capsys
+    code, _, err = _run(
+        ["evaluate", "--leaderboard", str(tmp_path / "lb"), "--recon", str(tmp_path / "rec"), "--quiet"],
+        capsys,
     )
     assert code == 2
     assert "knee_test2.h5" in err and "Traceback" not in err
@@ -138,5 +148,7 @@ def test_cli_bad_reconstruction_names_the_file(
 
 
 def test_cli_missing_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(["evaluate", "--leaderboard", str(tmp_path / "nope"), "--recon", str(tmp_path)], capsys)
+    code, _, err = _run(
+        ["evaluate", "--leaderboard", str(tmp_path / "nope"), "--recon", str(tmp_path)], capsys
+    )
     assert code == 2 and "nope" in err

@@ -43,7 +43,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from kspacelab.inference import reconstruct_dataset
 
-    summary = reconstruct_dataset(args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet)
+    summary = reconstruct_dataset(
+        args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet
+    )
     print(
         f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {args.method} into {args.out} "
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s)"
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "write train/val/leaderboard files exactly as the SNU challenge ships them.",
     )
     sim.add_argument("out", type=Path, help="output dataset root (must be empty or absent)")
-    sim.add_argument("--preset", choices=("demo", "snu"), default="demo", help="geometry preset (default: demo)")
+    sim.add_argument(
+        "--preset", choices=("demo", "snu"), default="demo", help="geometry preset (default: demo)"
+    )
     sim.add_argument(
         "--volumes-per-group",
         type=_positive_int,
@@ -113,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--method", required=True, choices=("zero-filled", "grappa"), help="classical reconstruction method"
     )
-    rec.add_argument("--crop", type=_positive_int, default=None, help="output size (default: label size or 384)")
+    rec.add_argument(
+        "--crop", type=_positive_int, default=None, help="output size (default: label size or 384)"
+    )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_cmd_reconstruct)
 
@@ -123,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Foreground-masked SSIM per slice, averaged per acceleration folder; total = mean of acc4 "
         "and acc8.",
     )
-    ev.add_argument("--leaderboard", type=Path, required=True, help="folder with acc4/image, acc8/image (or image/)")
-    ev.add_argument("--recon", type=Path, required=True, help="folder with acc4/, acc8/ reconstructions (or flat)")
+    ev.add_argument(
+        "--leaderboard", type=Path, required=True, help="folder with acc4/image, acc8/image (or image/)"
+    )
+    ev.add_argument(
+        "--recon", type=Path, required=True, help="folder with acc4/, acc8/ reconstructions (or flat)"
+    )
     ev.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)

@@ -59,7 +59,10 @@ def _comparison_rows(leaderboard: Path, recon_root: Path, methods: tuple[str, ..
     rows = []
     for group in ("acc4", "acc8"):
         for anatomy in ("brain", "knee"):
-            images = sorted((leaderboard / group / "image").glob(f"{anatomy}_*.h5"), key=lambda p: formats.natural_key(p.name))
+            images = sorted(
+                (leaderboard / group / "image").glob(f"{anatomy}_*.h5"),
+                key=lambda p: formats.natural_key(p.name),
+            )
             if not images:
                 continue
             path = images[0]
@@ -67,7 +70,9 @@ def _comparison_rows(leaderboard: Path, recon_root: Path, methods: tuple[str, ..
             index = target_volume.shape[0] // 2
             target = target_volume[index]
             max_value = float(formats.read_image_attrs(path)["max"])
-            recons = {m: formats.read_reconstruction(recon_root / m / group / path.name)[index] for m in methods}
+            recons = {
+                m: formats.read_reconstruction(recon_root / m / group / path.name)[index] for m in methods
+            }
             scores = {m: metrics.leaderboard_ssim(r, target, max_value, anatomy) for m, r in recons.items()}
             rows.append(ComparisonRow(f"{anatomy} {group}\n{path.name} [{index}]", target, recons, scores))
     return rows
@@ -77,12 +82,18 @@ def _dataset_preview(data: Path, path: Path) -> Path:
     """Simulated slices: label, zero-filled input and GRAPPA image for one brain and one knee-class volume."""
     panels: list[tuple[str, np.ndarray]] = []
     for anatomy in ("brain", "knee"):
-        files = sorted((data / "train" / "image").glob(f"{anatomy}_acc4_*.h5"), key=lambda p: formats.natural_key(p.name))
+        files = sorted(
+            (data / "train" / "image").glob(f"{anatomy}_acc4_*.h5"), key=lambda p: formats.natural_key(p.name)
+        )
         if not files:
             continue
         volume = formats.read_image_volume(files[0], "image_label")
         index = volume.shape[0] // 2
-        for key, label in (("image_label", "label"), ("image_input", "zero-filled acc4"), ("image_grappa", "GRAPPA acc4")):
+        for key, label in (
+            ("image_label", "label"),
+            ("image_input", "zero-filled acc4"),
+            ("image_grappa", "GRAPPA acc4"),
+        ):
             panels.append((f"{anatomy}: {label}", formats.read_image_volume(files[0], key)[index]))
         mask = metrics.foreground_mask(volume[index], anatomy)
         panels.append((f"{anatomy}: leaderboard foreground", mask.astype(np.float32)))
@@ -104,7 +115,9 @@ def run_demo(out: Path, seed: int = 0, progress: bool = True) -> DemoResult:
         results[method] = evaluate_leaderboard(leaderboard, out / "recon" / method, progress=progress)
 
     figures = out / "figures"
-    comparison = comparison_grid(_comparison_rows(leaderboard, out / "recon", DEMO_METHODS), figures / "comparison.png")
+    comparison = comparison_grid(
+        _comparison_rows(leaderboard, out / "recon", DEMO_METHODS), figures / "comparison.png"
+    )
     preview = _dataset_preview(data, figures / "dataset.png")
     table = results_table(results, seconds_per_slice)
 

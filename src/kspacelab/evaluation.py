@@ -89,7 +89,9 @@ def _target_groups(leaderboard: Path) -> list[tuple[str, Path]]:
     """(group, image folder) pairs of a leaderboard root or a single folder."""
     if not leaderboard.is_dir():
         raise DataFormatError(leaderboard, "leaderboard folder does not exist")
-    groups = [(g, leaderboard / g / "image") for g in ACCELERATION_FOLDERS if (leaderboard / g / "image").is_dir()]
+    groups = [
+        (g, leaderboard / g / "image") for g in ACCELERATION_FOLDERS if (leaderboard / g / "image").is_dir()
+    ]
     if groups:
         return groups
     if (leaderboard / "image").is_dir():
@@ -176,4 +178,3 @@ def write_json(result: LeaderboardResult, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(result.to_json_dict(), indent=2, allow_nan=False))
     tmp.replace(path)
-

@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from kspacelab.evaluation import LeaderboardResult  # noqa: E402
+from kspacelab.evaluation import LeaderboardResult
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,408 @@
+"""Image-quality metrics: the SNU leaderboard SSIM, its training loss, and fastMRI metrics.
+
+One SSIM implementation, :func:`ssim_per_slice`, serves evaluation and training:
+
+* :func:`leaderboard_ssim` / :func:`leaderboard_ssim_volume` compute the SNU challenge metric (SPEC.md
+  section 2) in ``float64``: foreground mask from the target (:func:`foreground_mask`), then SSIM of
+  ``recon * M`` against ``target * M`` with a 7x7 uniform window, unbiased (co)variances, ``valid`` filtering
+  and a plain mean of the SSIM map;
+* :func:`masked_ssim_loss` is ``1 - SSIM`` of the same definition, differentiable, in the input dtype,
+  optionally weighted by ``sqrt(area / max_area)`` of the foreground mask;
+* :func:`ssim` (fastMRI evaluate semantics) is the same unmasked SSIM, equal to scikit-image's
+  ``structural_similarity`` defaults (7x7 uniform, sample covariance, border of 3 cropped).
+
+Images are magnitude images in arbitrary intensity units; ``max_value`` (the SSIM data range) is in the same
+units (for SNU files the ``max`` attribute of the image file, i.e. the volume maximum of the target).
+"""
+
+from __future__ import annotations
+
+from typing import overload
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "FOREGROUND_THRESHOLDS",
+    "SSIM_K1",
+    "SSIM_K2",
+    "SSIM_WIN_SIZE",
+    "foreground_mask",
+    "leaderboard_ssim",
+    "leaderboard_ssim_volume",
+    "masked_ssim_loss",
+    "nmse",
+    "psnr",
+    "ssim",
+    "ssim_per_slice",
+]
+
+#: Absolute intensity thresholds of the leaderboard foreground mask, per anatomy (SNU image scale).
+FOREGROUND_THRESHOLDS: dict[str, float] = {"brain": 5e-5, "knee": 2e-5}
+
+#: SSIM window side (uniform window of ``SSIM_WIN_SIZE**2`` pixels) and stabilising constants.
+SSIM_WIN_SIZE = 7
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+# Morphology of the leaderboard mask: 3x3 square element, erode 1x, dilate 15x, erode 14x.
+_ERODE_FIRST = 1
+_DILATE = 15
+_ERODE_SECOND = 14
+
+
+# ----------------------------------------------------------------------------------------------------
+# Foreground mask
+# ----------------------------------------------------------------------------------------------------
+def _threshold(anatomy: str) -> float:
+    try:
+        return FOREGROUND_THRESHOLDS[anatomy]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(k) for k in FOREGROUND_THRESHOLDS)
+        raise ValueError(f"unknown anatomy {anatomy!r}; valid values: {valid}") from None
+
+
+def _dilate(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of ``x`` (N, 1, H, W) float 0/1 by a square of side ``2*radius+1``.
+
+    Pixels outside the image are ignored (never dilate into the image), as OpenCV's default border.
+    Iterating a 3x3 dilation ``radius`` times equals one dilation by the ``(2*radius+1)`` square, because
+    the window clipped to the image is a rectangle; the square is applied separably (rows, then columns).
+    """
+    if radius == 0:
+        return x
+    k = 2 * radius + 1
+    x = F.max_pool2d(x, kernel_size=(1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(x, kernel_size=(k, 1), stride=1, padding=(radius, 0))
+
+
+def _erode(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary erosion of ``x`` (N, 1, H, W) float 0/1; pixels outside the image count as 1 (never erode)."""
+    return 1.0 - _dilate(1.0 - x, radius)
+
+
+@overload
+def foreground_mask(target: np.ndarray, anatomy: str) -> np.ndarray: ...
+@overload
+def foreground_mask(target: torch.Tensor, anatomy: str) -> torch.Tensor: ...
+def foreground_mask(target: np.ndarray | torch.Tensor, anatomy: str) -> np.ndarray | torch.Tensor:
+    """Leaderboard foreground mask of a target image (SPEC.md section 2, step 1).
+
+    ``M = target > thr`` (``thr = FOREGROUND_THRESHOLDS[anatomy]``, compared in the target's dtype), then
+    with a 3x3 square structuring element: erode 1 time, dilate 15 times, erode 14 times, with OpenCV's
+    default border behaviour (outside pixels never erode the mask and are never dilated into).
+
+    Args:
+        target: real image, ``(H, W)`` or ``(..., H, W)``, numpy array or torch tensor (any device), in the
+            intensity units of the SNU files (the thresholds are absolute).
+        anatomy: ``"brain"`` or ``"knee"``.
+
+    Returns:
+        bool mask of the same kind (numpy or torch, same device) and shape as ``target``.
+    """
+    thr = _threshold(anatomy)
+    is_numpy = isinstance(target, np.ndarray)
+    if isinstance(target, np.ndarray):
+        is_complex = np.iscomplexobj(target)
+    elif isinstance(target, torch.Tensor):
+        is_complex = target.is_complex()
+    else:
+        raise TypeError(f"target must be a numpy array or a torch tensor, got {type(target).__name__}")
+    if target.ndim < 2:
+        raise ValueError(f"target must have shape (..., H, W), got shape {tuple(target.shape)}")
+    if is_complex:
+        raise ValueError("target must be a real (magnitude) image, got a complex one")
+    shape = tuple(target.shape)
+    if isinstance(target, np.ndarray):
+        # Threshold with numpy's comparison semantics (as the leaderboard script does); morphology in torch.
+        above = torch.from_numpy(np.ascontiguousarray(target > thr))
+    else:
+        above = target.detach() > thr
+    if above.numel() == 0:
+        return np.zeros(shape, dtype=bool) if is_numpy else above
+    x = above.reshape(-1, 1, shape[-2], shape[-1]).to(torch.float32)
+    x = _erode(x, _ERODE_FIRST)
+    x = _dilate(x, _DILATE)
+    x = _erode(x, _ERODE_SECOND)
+    mask = (x > 0.5).reshape(shape)
+    return mask.numpy() if is_numpy else mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# SSIM (torch, batched, differentiable)
+# ----------------------------------------------------------------------------------------------------
+def _check_pair(recon_shape: tuple[int, ...], target_shape: tuple[int, ...]) -> None:
+    if recon_shape != target_shape:
+        raise ValueError(f"recon and target shapes differ: recon {recon_shape} vs target {target_shape}")
+    if len(recon_shape) < 2:
+        raise ValueError(f"images must have shape (..., H, W), got shape {recon_shape}")
+    h, w = recon_shape[-2:]
+    if h < SSIM_WIN_SIZE or w < SSIM_WIN_SIZE:
+        raise ValueError(
+            f"images must be at least {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} for SSIM, "
+            f"got {h}x{w} (shape {recon_shape})"
+        )
+
+
+def ssim_per_slice(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    max_value: float | torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Masked SSIM per slice, as defined by the SNU leaderboard (and fastMRI's ``SSIMLoss``).
+
+    ``x = recon * mask`` and ``y = target * mask`` (when a mask is given); local means, variances and
+    covariance over a 7x7 uniform window with the unbiased factor 49/48; ``C1 = (0.01 m)^2``,
+    ``C2 = (0.03 m)^2``; the SSIM map is computed on the ``valid`` region only (``(H-6, W-6)``, no padding)
+    and averaged with a plain mean.
+    Windows that are entirely zero in both images score exactly 1.
+
+    Args:
+        recon: reconstruction, ``(B, H, W)``, ``(H, W)`` or any ``(..., H, W)``, real floating tensor; the
+            result is differentiable with respect to it.
+        target: reference image, same shape as ``recon``.
+        max_value: data range ``m`` (same intensity units as the images), a Python scalar or a tensor
+            broadcastable to the leading shape ``(...)`` (e.g. ``(B,)``, one value per slice); positive.
+        mask: optional foreground mask, same shape as the images, bool (or 0/1 real).
+
+    Returns:
+        SSIM per slice, shape ``(...)`` (``(B,)`` for ``(B, H, W)`` input, 0-d for ``(H, W)``), in the dtype
+        of the inputs (float32 and float64 are kept; float16/bfloat16 are computed in float32, because
+        ``C1 * C2`` would underflow in half precision), on the device of the inputs.
+    """
+    if not isinstance(recon, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError("recon and target must be torch tensors (use leaderboard_ssim for numpy arrays)")
+    _check_pair(tuple(recon.shape), tuple(target.shape))
+    if mask is not None and tuple(mask.shape) != tuple(recon.shape):
+        raise ValueError(f"mask shape {tuple(mask.shape)} differs from image shape {tuple(recon.shape)}")
+    if recon.is_complex() or target.is_complex():
+        raise ValueError("SSIM needs real (magnitude) images, got complex input")
+    dtype = torch.promote_types(recon.dtype, target.dtype)
+    if not dtype.is_floating_point:
+        raise ValueError(f"SSIM needs floating-point images, got {recon.dtype} and {target.dtype}")
+    if dtype in (torch.float16, torch.bfloat16):
+        dtype = torch.float32
+    if isinstance(max_value, (int, float)) and not max_value > 0:
+        raise ValueError(f"max_value (SSIM data range) must be positive, got {max_value}")
+
+    lead = tuple(recon.shape[:-2])
+    h, w = recon.shape[-2:]
+    x = recon.to(dtype).reshape(-1, h, w)
+    y = target.to(dtype).reshape(-1, h, w)
+    if mask is not None:
+        m = mask.to(device=x.device).reshape(-1, h, w)
+        x = x * m
+        y = y * m
+
+    # One pooling call for the five local moments: (N, 5, H, W) -> (N, 5, H-6, W-6) window means.
+    moments = torch.stack((x, y, x * x, y * y, x * y), dim=1)
+    ux, uy, uxx, uyy, uxy = F.avg_pool2d(moments, kernel_size=SSIM_WIN_SIZE, stride=1).unbind(dim=1)
+    n_pix = SSIM_WIN_SIZE * SSIM_WIN_SIZE
+    cov_norm = n_pix / (n_pix - 1)
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+
+    data_range = torch.as_tensor(max_value, dtype=dtype, device=x.device)
+    data_range = torch.broadcast_to(data_range, lead).reshape(-1, 1, 1)
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
+    denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
+    ssim_map = numerator / denominator
+    return ssim_map.mean(dim=(-2, -1)).reshape(lead)
+
+
+def masked_ssim_loss(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    max_value: float | torch.Tensor,
+    anatomy_or_mask: str | torch.Tensor,
+    area_weighted: bool = False,
+    max_area: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Training loss ``1 - SSIM`` with the leaderboard foreground mask, averaged over the batch.
+
+    With ``area_weighted`` each slice's ``1 - SSIM`` is multiplied by ``sqrt(area(M_slice) / max_area)``,
+    where ``area`` counts foreground pixels. ``max_area`` should be the maximum foreground area over the
+    slices of the *volume* the slice comes from (as the recipes of SPEC.md section 5 do), computed once per
+    volume by the data pipeline and passed per slice; when it is not given, the maximum over the batch is
+    used, which equals the volume rule only when the batch holds a whole volume. Slices with an empty mask
+    contribute 0.
+
+    Args:
+        recon: reconstruction ``(B, H, W)`` (or ``(H, W)``), real floating tensor (float32 in training).
+        target: reference ``(B, H, W)``, same shape.
+        max_value: SSIM data range, scalar or ``(B,)`` tensor (volume maximum of the target).
+        anatomy_or_mask: ``"brain"`` / ``"knee"`` (the mask is computed from ``target``) or a precomputed bool
+            mask with the shape of the images.
+        area_weighted: apply the ``sqrt(area / max_area)`` weight.
+        max_area: optional ``(B,)`` (or scalar) tensor, foreground area maximum over each slice's volume, in
+            pixels.
+
+    Returns:
+        0-d tensor, differentiable with respect to ``recon``; 0 for a perfect reconstruction.
+    """
+    if isinstance(anatomy_or_mask, str):
+        with torch.no_grad():
+            mask = foreground_mask(target.detach(), anatomy_or_mask)
+    else:
+        mask = anatomy_or_mask
+    scores = ssim_per_slice(recon, target, max_value, mask=mask)
+    loss = 1 - scores
+    if area_weighted:
+        h, w = recon.shape[-2:]
+        flat_mask = mask.to(device=loss.device, dtype=loss.dtype).reshape(-1, h, w)
+        area = flat_mask.sum(dim=(-2, -1)).reshape(loss.shape)
+        if max_area is None:
+            reference = area.amax() if area.numel() > 0 else area.new_ones(())
+        else:
+            reference = torch.as_tensor(max_area, dtype=loss.dtype, device=loss.device)
+            if reference.ndim > 0 and tuple(reference.shape) != tuple(loss.shape):
+                raise ValueError(
+                    f"max_area shape {tuple(reference.shape)} does not match "
+                    f"the batch shape {tuple(loss.shape)}"
+                )
+        loss = loss * torch.sqrt(area / reference.clamp_min(1))
+    return loss.mean()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Leaderboard SSIM (evaluation, float64)
+# ----------------------------------------------------------------------------------------------------
+def _as_float64_tensor(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(torch.float64)
+    if isinstance(x, np.ndarray):
+        if np.iscomplexobj(x):
+            raise ValueError(f"{name} must be a real (magnitude) image, got a complex array")
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _as_data_range(max_value: float | np.ndarray | torch.Tensor) -> float:
+    if isinstance(max_value, torch.Tensor):
+        max_value = max_value.detach().cpu().numpy()
+    value = np.asarray(max_value, dtype=np.float64)
+    if value.size != 1:
+        raise ValueError(
+            f"max_value must be a scalar (the volume maximum of the target), got shape {value.shape}"
+        )
+    scalar = float(value.reshape(()))
+    if not (np.isfinite(scalar) and scalar > 0):
+        raise ValueError(f"max_value (SSIM data range) must be positive and finite, got {scalar}")
+    return scalar
+
+
+def _leaderboard_scores(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    max_value: float | np.ndarray | torch.Tensor,
+    anatomy: str,
+    ndim: int,
+) -> torch.Tensor:
+    _threshold(anatomy)
+    if tuple(recon.shape) != tuple(target.shape):
+        raise ValueError(
+            f"recon and target shapes differ: recon {tuple(recon.shape)} vs target {tuple(target.shape)}"
+        )
+    if recon.ndim != ndim:
+        expected = "(H, W)" if ndim == 2 else "(S, H, W)"
+        raise ValueError(f"expected images of shape {expected}, got shape {tuple(recon.shape)}")
+    data_range = _as_data_range(max_value)
+    # The mask is thresholded on the target as given (its own dtype), exactly as the leaderboard script does.
+    mask = foreground_mask(target, anatomy)
+    mask_t = torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask
+    r = _as_float64_tensor(recon, "recon")
+    t = _as_float64_tensor(target, "target").to(r.device)
+    return ssim_per_slice(r, t, data_range, mask=mask_t.to(r.device))
+
+
+def leaderboard_ssim(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    max_value: float | np.ndarray | torch.Tensor,
+    anatomy: str,
+) -> float:
+    """SNU leaderboard SSIM of one slice (SPEC.md section 2), computed in float64.
+
+    Args:
+        recon: reconstruction ``(H, W)`` (384x384 on the leaderboard), numpy or torch.
+        target: ``image_label[s]``, ``(H, W)``, numpy or torch; the foreground mask comes from it only.
+        max_value: the file's ``max`` attribute (volume maximum of the target), positive scalar.
+        anatomy: ``"brain"`` or ``"knee"`` (from the file name).
+
+    Returns:
+        the slice's SSIM as a Python float (1.0 when every window lies in the background).
+
+    The foreground mask is identical to the challenge script's (OpenCV morphology). The challenge script
+    evaluates the SSIM in float32 (window weights ``float32(1/49)``); this float64 value is the exact
+    arithmetic of the same definition and differs from it by about 1e-7 per slice, far below the four
+    reported decimals.
+    """
+    return float(_leaderboard_scores(recon, target, max_value, anatomy, ndim=2).item())
+
+
+def leaderboard_ssim_volume(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    max_value: float | np.ndarray | torch.Tensor,
+    anatomy: str,
+) -> np.ndarray:
+    """Per-slice SNU leaderboard SSIM of a volume ``(S, H, W)``; same code path as :func:`leaderboard_ssim`.
+
+    Returns:
+        ``(S,)`` float64 numpy array; the leaderboard averages these over every slice of every volume.
+    """
+    scores = _leaderboard_scores(recon, target, max_value, anatomy, ndim=3)
+    return scores.cpu().numpy().astype(np.float64, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# fastMRI metrics (semantics of fastmri/evaluate.py; numpy volumes, ground truth first)
+# ----------------------------------------------------------------------------------------------------
+def _check_volumes(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    gt_arr = np.asarray(gt)
+    pred_arr = np.asarray(pred)
+    if gt_arr.shape != pred_arr.shape:
+        raise ValueError(f"gt and pred shapes differ: gt {gt_arr.shape} vs pred {pred_arr.shape}")
+    return gt_arr.astype(np.float64, copy=False), pred_arr.astype(np.float64, copy=False)
+
+
+def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Normalised mean squared error ``||gt - pred||^2 / ||gt||^2`` over the whole volume (float64)."""
+    g, p = _check_volumes(gt, pred)
+    return float(np.sum((g - p) ** 2) / np.sum(g**2))
+
+
+def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB over the whole volume, ``10 log10(maxval^2 / MSE)``.
+
+    ``maxval`` (data range) defaults to ``gt.max()``, as in fastMRI's evaluate script; computed in float64.
+    """
+    g, p = _check_volumes(gt, pred)
+    data_range = float(g.max()) if maxval is None else float(maxval)
+    mse = float(np.mean((g - p) ** 2))
+    return float(10.0 * np.log10(data_range**2 / mse))
+
+
+def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Mean over slices of the unmasked SSIM of each slice, fastMRI evaluate semantics.
+
+    Equal to scikit-image's ``structural_similarity(gt[s], pred[s], data_range=maxval)`` with its defaults
+    (7x7 uniform window, sample covariance, border of 3 pixels excluded) averaged over slices; computed here
+    with :func:`ssim_per_slice` in float64 (the SSIM the project trains and evaluates with).
+
+    Args:
+        gt: ground truth volume ``(S, H, W)``.
+        pred: prediction ``(S, H, W)``.
+        maxval: data range; defaults to ``gt.max()`` (volume maximum).
+    """
+    g, p = _check_volumes(gt, pred)
+    if g.ndim != 3:
+        raise ValueError(f"expected volumes of shape (S, H, W), got shape {g.shape}")
+    data_range = float(g.max()) if maxval is None else float(maxval)
+    scores = ssim_per_slice(torch.from_numpy(p), torch.from_numpy(g), data_range)
+    return float(scores.mean().item())
