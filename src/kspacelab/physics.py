@@ -49,7 +49,9 @@ def to_complex(x: torch.Tensor) -> torch.Tensor:
     if x.is_complex():
         return x
     if x.shape[-1] != 2:
-        raise ValueError(f"expected a complex tensor or a real view with last axis 2, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected a complex tensor or a real view with last axis 2, got shape {tuple(x.shape)}"
+        )
     return torch.view_as_complex(x.contiguous())
 
 
@@ -64,7 +66,11 @@ def _fft_centered(x: torch.Tensor, inverse: bool) -> torch.Tensor:
     if z.ndim < 2:
         raise ValueError(f"need at least 2 spatial dimensions, got shape {tuple(z.shape)}")
     z = torch.fft.ifftshift(z, dim=(-2, -1))
-    z = torch.fft.ifftn(z, dim=(-2, -1), norm="ortho") if inverse else torch.fft.fftn(z, dim=(-2, -1), norm="ortho")
+    z = (
+        torch.fft.ifftn(z, dim=(-2, -1), norm="ortho")
+        if inverse
+        else torch.fft.fftn(z, dim=(-2, -1), norm="ortho")
+    )
     z = torch.fft.fftshift(z, dim=(-2, -1))
     return torch.view_as_real(z) if real_view else z
 
