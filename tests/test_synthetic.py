@@ -9,36 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY
 from kspacelab.data.synthetic import (
     PRESETS,
     Anatomy,
-    SimulationPreset,
     simulate_dataset,
     simulate_volume,
     volume_rng,
-    with_overrides,
 )
 from kspacelab.errors import KspacelabError
 from kspacelab.masks import snu_mask
 from kspacelab.metrics import FOREGROUND_THRESHOLDS, foreground_mask, leaderboard_ssim_volume
 from kspacelab.physics import center_crop, ifft2c, rss_complex
-
-TINY: SimulationPreset = with_overrides(
-    "demo",
-    name="tiny",
-    brain_height=256,
-    brain_widths=(128,),
-    knee_height=256,
-    knee_widths=(120, 136),
-    crop=128,
-    brain_coils=(6,),
-    knee_coils=(6,),
-    brain_slices=(2, 2),
-    knee_slices=(2, 2),
-    train_volumes=1,
-    val_volumes=1,
-    leaderboard_volumes=1,
-)
 
 
 def _expected_files(n_train: int, n_val: int, n_lb: int) -> set[str]:

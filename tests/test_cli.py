@@ -1,0 +1,78 @@
+"""The program's surface: --help everywhere, simulate errors, and the demo end to end on a tiny preset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY
+from kspacelab.cli import build_parser, main
+from kspacelab.demo import run_demo
+
+
+@pytest.mark.parametrize("command", ["simulate", "reconstruct", "evaluate", "demo"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: kspacelab " + command in capsys.readouterr().out
+
+
+def test_console_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kspacelab.cli", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("kspacelab ")
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+def test_simulate_refuses_non_empty_folder_and_bad_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("precious")
+    assert main(["simulate", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", str(tmp_path / "x"), "--volumes-per-group", "0"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", str(tmp_path / "x"), "--preset", "huge"])
+
+
+def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY)
+    out = capsys.readouterr().out
+    assert "| zero-filled |" in out and "| grappa |" in out
+    payload = json.loads((tmp_path / "demo" / "results.json").read_text())
+    for method in ("zero-filled", "grappa"):
+        scores = payload["methods"][method]
+        assert 0.0 < scores["acc4"] < 1.0 and 0.0 < scores["acc8"] < 1.0
+        assert scores["total"] == pytest.approx((scores["acc4"] + scores["acc8"]) / 2)
+        assert result.results[method].groups["acc4"] == scores["acc4"]
+    for figure in ("comparison.png", "dataset.png"):
+        path = tmp_path / "demo" / "figures" / figure
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "figures/comparison.png" in report and "| grappa |" in report
+    # a second run reuses the simulated data and gives the same scores
+    again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY)
+    assert "reusing" in capsys.readouterr().out
+    assert again.results["grappa"].groups == result.results["grappa"].groups
+
+
+def test_demo_refuses_foreign_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.h5").write_bytes(b"x")
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "not written by" in capsys.readouterr().err
