@@ -177,3 +177,26 @@ def test_unknown_method_and_missing_folder(tmp_path: Path, capsys: pytest.Captur
         capsys,
     )
     assert code == 2 and "missing" in err
+
+
+def test_grappa_without_calibration_block_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mask = np.zeros(W, np.float32)
+    mask[::4] = 1  # equispaced lines only: no ACS block to calibrate on
+    formats.write_kspace_file(tmp_path / "lb" / "kspace" / "brain_test1.h5", _kspace(1) * mask, mask)
+    code, _, err = _run(
+        [
+            "reconstruct",
+            "--data",
+            str(tmp_path / "lb"),
+            "--out",
+            str(tmp_path / "rec"),
+            "--method",
+            "grappa",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 2 and "brain_test1.h5" in err and "ACS" in err
+    assert not any((tmp_path / "rec").rglob("*.h5")) if (tmp_path / "rec").exists() else True

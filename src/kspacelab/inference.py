@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from kspacelab import formats
 from kspacelab.classical.grappa import grappa_image
 from kspacelab.classical.zero_filled import zero_filled_image
-from kspacelab.errors import KspacelabError
+from kspacelab.errors import DataFormatError, KspacelabError
 
 DEFAULT_CROP = 384
 
@@ -100,7 +100,10 @@ def reconstruct_dataset(
             images = []
             for index in range(n_slices):
                 kspace, mask = formats.read_kspace_slice(vol.kspace_path, index)
-                images.append(recon_fn(kspace * mask[None, None, :], mask, size))
+                try:
+                    images.append(recon_fn(kspace * mask[None, None, :], mask, size))
+                except ValueError as err:  # e.g. a mask without a calibration block for GRAPPA
+                    raise DataFormatError(vol.kspace_path, f"slice {index}: {method} failed: {err}") from err
                 bar.update(1)
             target_dir = out / group if group else out
             formats.write_reconstruction(target_dir / vol.name, np.stack(images).astype(np.float32))
