@@ -200,3 +200,28 @@ def test_grappa_without_calibration_block_names_the_file(
     )
     assert code == 2 and "brain_test1.h5" in err and "ACS" in err
     assert not any((tmp_path / "rec").rglob("*.h5")) if (tmp_path / "rec").exists() else True
+
+
+@pytest.mark.parametrize("width", [8, 9, 396, 397])
+@pytest.mark.parametrize("real_view", [False, True])
+def test_flip_width_kspace_is_the_image_flip(width: int, real_view: bool) -> None:
+    """k-space flip for TTA == fft2c(flip_W(ifft2c(k))), and the mask moves with the sampled lines."""
+    from kspacelab.inference import flip_width_kspace
+
+    g = torch.Generator().manual_seed(width)
+    image = torch.complex(
+        torch.randn(1, 3, 10, width, generator=g), torch.randn(1, 3, 10, width, generator=g)
+    )
+    line = torch.rand(width, generator=g) > 0.5
+    kspace = physics.fft2c(image) * line
+    expected = physics.fft2c(physics.ifft2c(kspace).flip(-1))
+    if real_view:
+        flipped, flipped_mask = flip_width_kspace(torch.view_as_real(kspace), line.view(1, 1, 1, width, 1))
+        flipped = torch.view_as_complex(flipped)
+        flipped_line = flipped_mask.view(width)
+    else:
+        flipped, flipped_mask = flip_width_kspace(kspace, line.view(1, 1, 1, width))
+        flipped_line = flipped_mask.view(width)
+    torch.testing.assert_close(flipped, expected, rtol=1e-5, atol=1e-5)
+    assert torch.all(expected[..., ~flipped_line].abs() < 1e-5)
+    assert flipped_line.sum() == line.sum()

@@ -1,4 +1,4 @@
-"""The ``kspacelab`` program: simulate | reconstruct | evaluate | demo.
+"""The ``kspacelab`` program: simulate | train | reconstruct | evaluate | demo.
 
 User errors (bad files, bad arguments) print one line ``kspacelab: error: ...`` on stderr and exit with
 status 2; no traceback.
@@ -40,14 +40,36 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from kspacelab.inference import reconstruct_dataset
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kspacelab.training import train_main
 
-    summary = reconstruct_dataset(
-        args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet
-    )
+    return train_main(args.train_args)
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from kspacelab.inference import reconstruct_dataset, reconstruct_with_checkpoint
+
+    if args.checkpoint is not None:
+        summary = reconstruct_with_checkpoint(
+            args.data,
+            args.out,
+            args.checkpoint,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            device=args.device,
+            crop=args.crop,
+            progress=not args.quiet,
+        )
+        what = f"checkpoint {args.checkpoint.name}" + (" + flip TTA" if args.tta else "")
+    else:
+        if args.tta:
+            raise KspacelabError("--tta applies to --checkpoint reconstructions only")
+        summary = reconstruct_dataset(
+            args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet
+        )
+        what = args.method
     print(
-        f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {args.method} into {args.out} "
+        f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {what} into {args.out} "
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s)"
     )
     return 0
@@ -106,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
+    # Everything after "train" goes to the Lightning CLI (jsonargparse): no option of its own here, and a
+    # prefix character that never occurs, so argparse hands over every argument untouched.
+    train = sub.add_parser(
+        "train",
+        help="train a model from a YAML recipe (Lightning); see kspacelab train --help",
+        description="Train a reconstruction model with Lightning from a YAML config (model:, data:, trainer:).",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    train.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        help="--config FILE [--run-dir DIR] [--seed N] [--ckpt_path CKPT] [--print_config] [--section.key VALUE]",
+    )
+    train.set_defaults(func=_cmd_train)
+
     rec = sub.add_parser(
         "reconstruct",
         help="reconstruct a leaderboard or k-space folder into reconstruction files",
@@ -114,9 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--data", type=Path, required=True, help="leaderboard root or folder with kspace/")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
-    rec.add_argument(
-        "--method", required=True, choices=("zero-filled", "grappa"), help="classical reconstruction method"
+    how = rec.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--checkpoint", type=Path, help="trained model: kspacelab train checkpoint or fastMRI VarNet weights"
     )
+    how.add_argument("--method", choices=("zero-filled", "grappa"), help="classical reconstruction method")
+    rec.add_argument("--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint only)")
+    rec.add_argument(
+        "--batch-size", type=_positive_int, default=1, help="slices per forward pass (default: 1)"
+    )
+    rec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rec.add_argument(
         "--crop", type=_positive_int, default=None, help="output size (default: label size or 384)"
     )

@@ -1,0 +1,41 @@
+"""Data pipeline: synthetic datasets, slice datasets, transforms and the Lightning data module.
+
+The names below are imported lazily (on first access), so ``import kspacelab.data.synthetic`` does not
+pay for importing Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kspacelab.data.dataset import ShapeGroupedBatchSampler, SliceDataset, SnuDataModule, seed_worker
+    from kspacelab.data.transforms import VarNetSample, VarNetTransform, crop_readout
+
+__all__ = [
+    "ShapeGroupedBatchSampler",
+    "SliceDataset",
+    "SnuDataModule",
+    "VarNetSample",
+    "VarNetTransform",
+    "crop_readout",
+    "seed_worker",
+]
+
+_HOME = {
+    "ShapeGroupedBatchSampler": "kspacelab.data.dataset",
+    "SliceDataset": "kspacelab.data.dataset",
+    "SnuDataModule": "kspacelab.data.dataset",
+    "seed_worker": "kspacelab.data.dataset",
+    "VarNetSample": "kspacelab.data.transforms",
+    "VarNetTransform": "kspacelab.data.transforms",
+    "crop_readout": "kspacelab.data.transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

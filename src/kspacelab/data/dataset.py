@@ -1,0 +1,491 @@
+"""Slice datasets, a shape-grouped batch sampler and the Lightning data module of the SNU layout.
+
+* :class:`SliceDataset`: one item per slice of every volume (SNU pairs ``kspace/NAME.h5`` +
+  ``image/NAME.h5``, or NYU fastMRI files), adjacent slices stacked along the coil axis, files opened
+  lazily per item (no HDF5 handle is kept, so it works in forked DataLoader workers).
+* :class:`ShapeGroupedBatchSampler`: batches of items with equal shapes (k-space sizes differ between
+  volumes), deterministic per-epoch shuffling, split evenly across DDP ranks.
+* :class:`SnuDataModule`: train/val loaders of an SNU dataset root for Lightning.
+
+Note for the Trainer: Lightning cannot inject its own distributed sampler into a custom batch sampler,
+so DDP runs need ``Trainer(use_distributed_sampler=False)``; :class:`ShapeGroupedBatchSampler` splits the
+batches across ranks itself.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from kspacelab import formats, masks
+from kspacelab.data.transforms import VarNetSample, VarNetTransform
+from kspacelab.errors import DataFormatError
+
+__all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
+
+Layout = Literal["snu", "nyu"]
+
+
+@dataclass(frozen=True)
+class _VolumeInfo:
+    """What the dataset needs to know about one volume, read once at construction (plain values only)."""
+
+    volume: formats.Volume
+    layout: Layout
+    num_slices: int
+    kspace_shape: tuple[int, int, int]  # (C, H, W) of one slice
+    target_shape: tuple[int, int] | None
+    attrs: dict[str, Any]  # "max" and optionally "recon_size"
+
+
+def _nyu_anatomy(name: str, acquisition: str | None) -> str:
+    """Anatomy of an NYU file: from its name (``file_brain_...``), else from the acquisition, else ``""``."""
+    try:
+        return formats.anatomy_from_name(name)
+    except DataFormatError:
+        pass
+    acq = (acquisition or "").upper()
+    if "FBK" in acq or acq.startswith("COR"):
+        return "knee"
+    if acq.startswith("AX"):
+        return "brain"
+    return ""
+
+
+def _snu_info(volume: formats.Volume) -> _VolumeInfo:
+    slices, coils, height, width = formats.kspace_shape(volume.kspace_path)
+    target_shape: tuple[int, int] | None = None
+    attrs: dict[str, Any] = {}
+    if volume.image_path is not None:
+        first = formats.read_image_slice(volume.image_path, 0)
+        target_shape = (int(first.shape[0]), int(first.shape[1]))
+        attrs["max"] = formats.read_image_attrs(volume.image_path)["max"]
+    return _VolumeInfo(volume, "snu", slices, (coils, height, width), target_shape, attrs)
+
+
+def _nyu_info(volume: formats.Volume) -> _VolumeInfo:
+    info = formats.read_nyu_header(volume.kspace_path)
+    shape = info.kspace_shape
+    coils, height, width = (shape[1], shape[2], shape[3]) if info.multicoil else (1, shape[1], shape[2])
+    attrs: dict[str, Any] = {"recon_size": (info.recon_size[0], info.recon_size[1])}
+    if info.max_value is not None:
+        attrs["max"] = info.max_value
+    target_shape: tuple[int, int] | None = None
+    if info.target_key is not None:
+        _, _, target = formats.read_nyu_slice(volume.kspace_path, 0)
+        if target is not None:
+            target_shape = (int(target.shape[-2]), int(target.shape[-1]))
+    return _VolumeInfo(volume, "nyu", info.num_slices, (coils, height, width), target_shape, attrs)
+
+
+def _sample_volumes(volumes: Sequence[formats.Volume], sample_rate: float, seed: int) -> list[formats.Volume]:
+    """A deterministic random subset of ``round(sample_rate * n)`` volumes (at least one), in input order."""
+    if not 0.0 < sample_rate <= 1.0:
+        raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate}")
+    vols = list(volumes)
+    if sample_rate >= 1.0 or not vols:
+        return vols
+    keep = max(1, round(sample_rate * len(vols)))
+    chosen = np.random.default_rng(seed).choice(len(vols), size=keep, replace=False)
+    return [vols[i] for i in sorted(int(i) for i in chosen)]
+
+
+class SliceDataset(Dataset[VarNetSample]):
+    """One item per slice of every volume; item ``i`` is ``transform(...)`` of slice ``s`` of volume ``v``.
+
+    Items are ordered volume by volume, slice by slice. With ``num_adj_slices = 2r + 1`` the k-space of
+    slices ``s - r .. s + r`` (indices clamped to ``[0, S - 1]``: edge slices repeat) is concatenated along
+    the coil axis; mask, target and slice number are those of slice ``s``.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[formats.Volume],
+        transform: VarNetTransform,
+        num_adj_slices: int = 1,
+        sample_rate: float = 1.0,
+        seed: int = 0,
+        layout: Layout = "snu",
+    ) -> None:
+        """Args:
+        volumes: SNU volumes (:func:`kspacelab.formats.discover_folder`), or NYU files wrapped as
+            :class:`~kspacelab.formats.Volume` with ``layout="nyu"`` (see :meth:`from_nyu`).
+        transform: turns a raw slice into a :class:`VarNetSample`.
+        num_adj_slices: odd number of adjacent slices stacked along the coil axis.
+        sample_rate: fraction of volumes kept (a deterministic random subset drawn with ``seed``).
+        seed: seed of the volume subset.
+        layout: ``"snu"`` (k-space + image file pairs) or ``"nyu"`` (one fastMRI file per volume).
+
+        Slice counts, shapes and ``max`` are read once here; no file stays open.
+        """
+        if isinstance(num_adj_slices, bool) or int(num_adj_slices) != num_adj_slices or num_adj_slices < 1:
+            raise ValueError(f"num_adj_slices must be a positive odd integer, got {num_adj_slices}")
+        if num_adj_slices % 2 == 0:
+            raise ValueError(f"num_adj_slices must be odd (centre slice plus pairs), got {num_adj_slices}")
+        if layout not in ("snu", "nyu"):
+            raise ValueError(f"layout must be 'snu' or 'nyu', got {layout!r}")
+        self.transform = transform
+        self.num_adj_slices = int(num_adj_slices)
+        self.layout: Layout = layout
+        reader = _snu_info if layout == "snu" else _nyu_info
+        self.volumes: list[_VolumeInfo] = [reader(v) for v in _sample_volumes(volumes, sample_rate, seed)]
+        self.items: list[tuple[int, int]] = [
+            (vi, s) for vi, info in enumerate(self.volumes) for s in range(info.num_slices)
+        ]
+
+    @classmethod
+    def from_folder(
+        cls,
+        folder: str | os.PathLike[str],
+        transform: VarNetTransform,
+        split: str = "",
+        acceleration: int | None = None,
+        num_adj_slices: int = 1,
+        sample_rate: float = 1.0,
+        seed: int = 0,
+    ) -> SliceDataset:
+        """Dataset of an SNU folder holding ``kspace/`` (and optionally ``image/``).
+
+        ``split`` and ``acceleration`` (of a leaderboard ``accN/`` folder) are passed to
+        :func:`kspacelab.formats.discover_folder`.
+        """
+        volumes = formats.discover_folder(folder, split=split, acceleration=acceleration)
+        return cls(volumes, transform, num_adj_slices, sample_rate, seed)
+
+    @classmethod
+    def from_nyu(
+        cls,
+        folder: str | os.PathLike[str],
+        transform: VarNetTransform,
+        num_adj_slices: int = 1,
+        sample_rate: float = 1.0,
+        seed: int = 0,
+    ) -> SliceDataset:
+        """Dataset of an NYU fastMRI folder (one ``.h5`` per volume; target ``reconstruction_rss``/``esc``).
+
+        The anatomy comes from the file name or the ``acquisition`` attr (``""`` if neither tells); the
+        crop size is the target's shape, or the header's recon size for files without a target.
+        """
+        volumes = []
+        for path in formats.discover_nyu(folder):
+            header = formats.read_nyu_header(path)
+            volumes.append(
+                formats.Volume(
+                    name=path.name,
+                    kspace_path=path,
+                    image_path=None,
+                    anatomy=_nyu_anatomy(path.name, header.acquisition),
+                    acceleration=None,
+                    split="nyu",
+                )
+            )
+        return cls(volumes, transform, num_adj_slices, sample_rate, seed, layout="nyu")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def shape_keys(self) -> list[tuple[int, ...]]:
+        """Per item ``(C', H, W, h, w)``: the shape of ``masked_kspace`` (without the real axis, after the
+        readout crop) and of ``target``; items with equal keys can share a batch."""
+        keys: list[tuple[int, ...]] = []
+        for vi, _ in self.items:
+            info = self.volumes[vi]
+            coils, height, width = info.kspace_shape
+            h, w = info.target_shape or info.attrs.get("recon_size") or (0, 0)
+            out_height = self.transform.output_height(height, info.volume.anatomy)
+            keys.append((coils * self.num_adj_slices, out_height, width, int(h), int(w)))
+        return keys
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the transform's mask RNG (see :func:`seed_worker`)."""
+        self.transform.reseed(seed)
+
+    def _slice_indices(self, s: int, num_slices: int) -> list[int]:
+        r = self.num_adj_slices // 2
+        return [min(max(s + d, 0), num_slices - 1) for d in range(-r, r + 1)]
+
+    def _read_kspace(self, info: _VolumeInfo, s: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stacked k-space ``(adj * C, H, W)`` complex64 and the file mask ``(W,)`` (or None)."""
+        path = info.volume.kspace_path
+        stack: list[np.ndarray] = []
+        file_mask: np.ndarray | None = None
+        for j in self._slice_indices(s, info.num_slices):
+            m: np.ndarray | None
+            if info.layout == "snu":
+                k, m = formats.read_kspace_slice(path, j)
+            else:
+                k, m, _ = formats.read_nyu_slice(path, j)
+                if k.ndim == 2:
+                    k = k[None]
+            if j == s:
+                file_mask = m
+            stack.append(k)
+        return np.concatenate(stack, axis=0), file_mask
+
+    def __getitem__(self, index: int) -> VarNetSample:
+        vi, s = self.items[index]
+        info = self.volumes[vi]
+        vol = info.volume
+        kspace, file_mask = self._read_kspace(info, s)
+        target: np.ndarray | None = None
+        if info.layout == "snu" and vol.image_path is not None:
+            target = formats.read_image_slice(vol.image_path, s, "image_label")
+        elif info.layout == "nyu" and info.target_shape is not None:
+            target = formats.read_nyu_slice(vol.kspace_path, s)[2]
+        return self.transform(
+            kspace,
+            file_mask,
+            target,
+            info.attrs,
+            fname=vol.name,
+            slice_num=s,
+            anatomy=vol.anatomy,
+            acceleration=vol.acceleration,
+        )
+
+
+class ShapeGroupedBatchSampler:
+    """Batches of dataset indices whose shape keys are equal, shuffled deterministically per epoch.
+
+    Per epoch: the indices of each shape group are shuffled (when ``shuffle``) and cut into batches of
+    ``batch_size`` (the last batch of a group may be smaller unless ``drop_last``), then the list of all
+    batches is shuffled. The permutation depends only on ``seed`` and the epoch (:meth:`set_epoch`).
+
+    Under DDP rank ``r`` of ``R`` takes batches ``r, r + R, ...``; every rank gets the same number of
+    batches: ``len // R`` with ``drop_last`` (extra batches dropped), else ``ceil(len / R)`` with the
+    missing ones repeated from the start of the epoch's list (as torch's DistributedSampler does).
+    Use it as ``DataLoader(dataset, batch_sampler=...)``; Lightning calls :meth:`set_epoch` through the
+    ``sampler`` attribute.
+    """
+
+    def __init__(
+        self,
+        shapes: Sequence[Hashable],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        """Args:
+        shapes: one hashable shape key per dataset item (:meth:`SliceDataset.shape_keys`).
+        batch_size: maximum items per batch.
+        shuffle: shuffle within groups and the order of the batches.
+        seed: base seed of the shuffling.
+        drop_last: drop incomplete batches of each group and the batches left over by the rank split.
+        num_replicas, rank: DDP world size and rank; default to torch.distributed's when it is
+            initialised, else 1 and 0.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        distributed = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if distributed else 1
+        if rank is None:
+            rank = dist.get_rank() if distributed else 0
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}"
+            )
+        groups: dict[Hashable, list[int]] = {}
+        for index, key in enumerate(shapes):
+            groups.setdefault(key, []).append(index)
+        self.groups: list[list[int]] = list(groups.values())
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.drop_last = drop_last
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> ShapeGroupedBatchSampler:
+        """This sampler itself: Lightning calls ``dataloader.batch_sampler.sampler.set_epoch(epoch)``."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffling of ``epoch`` (call before iterating, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def _all_batches(self) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        batches: list[list[int]] = []
+        for group in self.groups:
+            order = [group[i] for i in torch.randperm(len(group), generator=gen)] if self.shuffle else group
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen)]
+        return batches
+
+    def _per_rank(self, total: int) -> int:
+        if self.drop_last:
+            return total // self.num_replicas
+        return math.ceil(total / self.num_replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._all_batches()
+        needed = self._per_rank(len(batches)) * self.num_replicas
+        if needed > len(batches) and batches:
+            repeats = math.ceil(needed / len(batches))
+            batches = (batches * repeats)[:needed]
+        else:
+            batches = batches[:needed]
+        yield from batches[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        return self._per_rank(len(self._all_batches()))
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed ``random``, numpy and the dataset's mask RNG from torch's seed.
+
+    torch gives every worker the seed ``base_seed + worker_id`` (``base_seed`` drawn from the main
+    process's torch RNG), so the seeds are distinct per worker and reproducible under a global seed.
+    """
+    del worker_id
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = get_worker_info()
+    dataset = getattr(info, "dataset", None)
+    reseed = getattr(dataset, "reseed", None)
+    if callable(reseed):
+        reseed(seed)
+
+
+class SnuDataModule(pl.LightningDataModule):
+    """Train/val loaders of an SNU dataset root (``ROOT/train``, ``ROOT/val``; SPEC §1.1).
+
+    Training masks: the file's (``use_file_mask``) or ``mask_type`` drawn with the mask function's RNG
+    (seeded from ``seed``, reseeded per worker); validation masks: the file's or ``mask_type`` seeded from
+    the file name. Batches hold slices of one shape (:class:`ShapeGroupedBatchSampler`); the training
+    order depends on ``seed`` and the epoch. Every argument is a plain type (YAML/LightningCLI friendly,
+    and the checkpoint's hyper-parameters load with ``weights_only=True``).
+    For DDP pass ``Trainer(use_distributed_sampler=False)``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        mask_type: str | None = None,
+        center_fractions: list[float] | None = None,
+        accelerations: list[int] | None = None,
+        use_file_mask: bool = True,
+        crop_height: dict[str, int] | None = None,
+        num_adj_slices: int = 1,
+        sample_rate: float = 1.0,
+        train_split: str = "train",
+        val_split: str = "val",
+        merge_val_into_train: bool = False,
+        seed: int = 0,
+    ) -> None:
+        """Args:
+        root: dataset root holding the split folders.
+        batch_size: slices per batch (all of one shape).
+        num_workers: DataLoader worker processes (persistent when > 0).
+        mask_type: a kind of :func:`kspacelab.masks.create_mask_for_mask_type`; None: file masks only.
+        center_fractions, accelerations: parameters of ``mask_type`` (default ``[0.08]`` and ``[4]``).
+        use_file_mask: use the file's mask when it has one (False: always ``mask_type``).
+        crop_height: image-domain readout crop per anatomy, e.g. ``{"brain": 384, "knee": 416}``.
+        num_adj_slices: odd number of adjacent slices stacked along coils.
+        sample_rate: fraction of volumes used (train and val; deterministic subset).
+        train_split, val_split: folder names under ``root``.
+        merge_val_into_train: also train on the val volumes (final model); validation still runs on val.
+        seed: seed of the volume subsets, the training order and the training mask RNG.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not use_file_mask and mask_type is None:
+            raise ValueError("use_file_mask=False needs a mask_type")
+        if num_adj_slices < 1 or num_adj_slices % 2 == 0:
+            raise ValueError(f"num_adj_slices must be a positive odd integer, got {num_adj_slices}")
+        self.root = root
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.mask_type = mask_type
+        self.center_fractions = list(center_fractions) if center_fractions is not None else [0.08]
+        self.accelerations = list(accelerations) if accelerations is not None else [4]
+        self.use_file_mask = use_file_mask
+        self.crop_height = dict(crop_height) if crop_height else None
+        self.num_adj_slices = num_adj_slices
+        self.sample_rate = sample_rate
+        self.train_split = train_split
+        self.val_split = val_split
+        self.merge_val_into_train = merge_val_into_train
+        self.seed = seed
+        self.train_dataset: SliceDataset | None = None
+        self.val_dataset: SliceDataset | None = None
+
+    def _volumes(self, split: str) -> list[formats.Volume]:
+        folder = Path(self.root) / split
+        if not folder.is_dir():
+            raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
+        return formats.discover_folder(folder, split=split)
+
+    def _transform(self, train: bool) -> VarNetTransform:
+        mask_func = None
+        if self.mask_type is not None:
+            mask_func = masks.create_mask_for_mask_type(
+                self.mask_type, self.center_fractions, self.accelerations, seed=self.seed if train else None
+            )
+        return VarNetTransform(
+            mask_func=mask_func,
+            use_file_mask=self.use_file_mask,
+            crop_height=self.crop_height,
+            seed_from_fname=not train,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets: train and val for ``"fit"`` (or None), val for ``"validate"``."""
+        if stage in (None, "fit", "validate"):
+            val_volumes = self._volumes(self.val_split)
+            self.val_dataset = SliceDataset(
+                val_volumes, self._transform(train=False), self.num_adj_slices, self.sample_rate, self.seed
+            )
+        if stage in (None, "fit"):
+            train_volumes = self._volumes(self.train_split)
+            if self.merge_val_into_train:
+                train_volumes += self._volumes(self.val_split)
+            self.train_dataset = SliceDataset(
+                train_volumes, self._transform(train=True), self.num_adj_slices, self.sample_rate, self.seed
+            )
+
+    def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[VarNetSample]:
+        if dataset is None:
+            raise RuntimeError("call setup('fit') (or setup('validate')) before asking for a dataloader")
+        sampler = ShapeGroupedBatchSampler(
+            dataset.shape_keys(), self.batch_size, shuffle=train, seed=self.seed, drop_last=False
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader[VarNetSample]:
+        """Shuffled shape-grouped batches of the training slices (train split, plus val when merged)."""
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader[VarNetSample]:
+        """Shape-grouped batches of the validation slices in file order (not shuffled)."""
+        return self._loader(self.val_dataset, train=False)
