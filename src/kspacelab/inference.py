@@ -165,7 +165,7 @@ def predict_batch(
     """
     kspace = batch.masked_kspace.to(device)
     mask = batch.mask.to(device)
-    low = batch.num_low_frequencies.to(device)
+    low = torch.as_tensor(batch.num_low_frequencies).to(device)
     image = model(kspace, mask, low)
     if tta:
         flipped_k, flipped_m = flip_width_kspace(kspace, mask)

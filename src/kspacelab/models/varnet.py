@@ -1,0 +1,234 @@
+"""End-to-end variational network (E2E-VarNet, Sriram et al. 2020), state-dict compatible with fastMRI.
+
+Inputs follow fastMRI: real-view masked k-space ``(B, C, H, W, 2)`` with a boolean mask ``(B, 1, 1, W, 1)``;
+native complex k-space ``(B, C, H, W)`` with a mask ``(B, 1, 1, W)`` is accepted too and gives the same
+numbers. Internally everything runs on native complex tensors, which saves the stacking and copying of the
+real-view arithmetic. ``W`` is the phase-encoding axis along which the mask runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from kspacelab import physics
+from kspacelab.models.unet import NormUnet
+
+__all__ = ["SensitivityModel", "VarNet", "VarNetBlock", "low_frequency_window"]
+
+LowFreqs = int | torch.Tensor | None
+
+
+def _line_mask(mask: torch.Tensor, kspace: torch.Tensor) -> torch.Tensor:
+    """Boolean mask broadcastable to complex k-space ``(B, C, H, W)``: drops a real-view trailing axis."""
+    if mask.ndim == kspace.ndim + 1:
+        if mask.shape[-1] != 1:
+            raise ValueError(f"a real-view mask needs a last axis of size 1, got shape {tuple(mask.shape)}")
+        mask = mask[..., 0]
+    if mask.ndim != kspace.ndim:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}"
+        )
+    return mask if mask.dtype == torch.bool else mask.bool()
+
+
+def low_frequency_window(
+    mask: torch.Tensor, num_low_frequencies: LowFreqs = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and width of the fully sampled centre (ACS) block per batch item, as in fastMRI's VarNet.
+
+    With ``num_low_frequencies`` None or 0 the width is detected from the mask: walking out from column
+    ``W // 2`` to the first unsampled column on each side, the width is twice the shorter walk (at least 1).
+
+    Args:
+        mask: ``(B, 1, 1, W)`` (bool or 0/1), the line mask of complex k-space.
+        num_low_frequencies: known width, an int or a ``(B,)`` tensor; None or 0 to detect.
+
+    Returns:
+        ``(start, width)``, two ``(B,)`` int64 tensors; the block is columns ``start <= j < start + width``
+        with ``start = (W - width + 1) // 2``.
+    """
+    lines = mask[:, 0, 0, :]
+    width = lines.shape[-1]
+    if num_low_frequencies is None or (
+        not isinstance(num_low_frequencies, torch.Tensor) and num_low_frequencies == 0
+    ):
+        lines = lines.to(torch.int8)
+        centre = width // 2
+        # argmin finds the first unsampled (0) column; it is 0 when a side has no unsampled column at all
+        left = torch.argmin(lines[:, :centre].flip(1), dim=1)
+        right = torch.argmin(lines[:, centre:], dim=1)
+        num = torch.clamp(2 * torch.minimum(left, right), min=1)
+    else:
+        num = torch.as_tensor(num_low_frequencies, device=mask.device).to(torch.long)
+        num = num.expand(lines.shape[0]) if num.ndim == 0 else num
+    num = num.to(torch.long)
+    return (width - num + 1) // 2, num
+
+
+def _keep_columns(kspace: torch.Tensor, start: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+    """Zero every column of ``(B, C, H, W)`` k-space outside ``[start_b, start_b + num_b)``."""
+    cols = torch.arange(kspace.shape[-1], device=kspace.device)
+    keep = (cols >= start[:, None]) & (cols < (start + num)[:, None])  # (B, W)
+    zero = torch.zeros((), dtype=kspace.dtype, device=kspace.device)
+    return torch.where(keep[:, None, None, :], kspace, zero)
+
+
+class SensitivityModel(nn.Module):
+    """Coil sensitivities from the ACS block: centre-only k-space -> coil images -> NormUnet -> / RSS.
+
+    Every coil image goes through the NormUnet separately (coils folded into the batch); the maps are divided
+    by their root sum of squares over coils so that ``sum_c |S_c|^2 = 1``.
+    """
+
+    def __init__(
+        self,
+        chans: int,
+        num_pools: int,
+        in_chans: int = 2,
+        out_chans: int = 2,
+        drop_prob: float = 0.0,
+        mask_center: bool = True,
+    ) -> None:
+        """Args:
+        chans: channels of the first U-Net level.
+        num_pools: U-Net down-sampling steps.
+        in_chans: real input channels of the U-Net (2: one complex coil image).
+        out_chans: real output channels of the U-Net.
+        drop_prob: channel-dropout probability.
+        mask_center: keep only the ACS block of k-space before estimating.
+        """
+        super().__init__()
+        self.mask_center = mask_center
+        self.norm_unet = NormUnet(
+            chans, num_pools, in_chans=in_chans, out_chans=out_chans, drop_prob=drop_prob
+        )
+
+    def forward(
+        self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: LowFreqs = None
+    ) -> torch.Tensor:
+        """Args:
+            masked_kspace: ``(B, C, H, W)`` complex or ``(B, C, H, W, 2)`` real view.
+            mask: line mask, ``(B, 1, 1, W)`` or ``(B, 1, 1, W, 1)``.
+            num_low_frequencies: ACS width (int or ``(B,)``), None/0 to detect from the mask.
+
+        Returns:
+            sensitivity maps ``(B, C, H, W)`` in the representation of ``masked_kspace``.
+        """
+        real_view = not masked_kspace.is_complex()
+        k = physics.to_complex(masked_kspace)
+        if self.mask_center:
+            start, num = low_frequency_window(_line_mask(mask, k), num_low_frequencies)
+            k = _keep_columns(k, start, num)
+        b, c, h, w = k.shape
+        images = physics.ifft2c(k).reshape(b * c, 1, h, w)
+        maps = self.norm_unet(images).reshape(b, c, h, w)
+        maps = maps / physics.rss_complex(maps, dim=1).unsqueeze(1)
+        return physics.to_real_view(maps) if real_view else maps
+
+
+class VarNetBlock(nn.Module):
+    """One cascade: ``k - where(mask, k - k0, 0) * dc_weight - E(model(E^H k))`` with ``E = F S``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        """Args:
+        model: image regulariser mapping ``(B, 1, H, W)`` complex to the same shape (a :class:`NormUnet`).
+        """
+        super().__init__()
+        self.model = model
+        self.dc_weight = nn.Parameter(torch.ones(1))
+
+    def forward(
+        self,
+        current_kspace: torch.Tensor,
+        ref_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        sens_maps: torch.Tensor,
+    ) -> torch.Tensor:
+        """Args:
+            current_kspace: ``(B, C, H, W)`` complex64, the current estimate.
+            ref_kspace: ``(B, C, H, W)`` complex64, the measured (masked) k-space.
+            mask: ``(B, 1, 1, W)`` bool.
+            sens_maps: ``(B, C, H, W)`` complex64.
+
+        Returns:
+            the updated k-space ``(B, C, H, W)`` complex64.
+        """
+        soft_dc = physics.soft_data_consistency(current_kspace, ref_kspace, mask, self.dc_weight)
+        image = self.model(physics.sens_reduce(current_kspace, sens_maps))
+        return current_kspace - soft_dc - physics.sens_expand(image, sens_maps)
+
+
+class VarNet(nn.Module):
+    """E2E-VarNet: a learned sensitivity model and ``num_cascades`` unrolled soft-DC + NormUnet cascades.
+
+    ``state_dict()`` keys equal ``fastmri.models.VarNet``'s (``sens_net.norm_unet.unet.*``,
+    ``cascades.{i}.model.unet.*``, ``cascades.{i}.dc_weight``).
+    """
+
+    def __init__(
+        self,
+        num_cascades: int = 12,
+        sens_chans: int = 8,
+        sens_pools: int = 4,
+        chans: int = 18,
+        pools: int = 4,
+        mask_center: bool = True,
+        use_checkpoint: bool = False,
+        sens_checkpoint: bool = False,
+    ) -> None:
+        """Args:
+        num_cascades: unrolled cascades.
+        sens_chans: first-level channels of the sensitivity U-Net.
+        sens_pools: pooling levels of the sensitivity U-Net.
+        chans: first-level channels of the cascade U-Nets.
+        pools: pooling levels of the cascade U-Nets.
+        mask_center: estimate sensitivities from the ACS block only.
+        use_checkpoint: recompute each cascade in the backward pass (activation checkpointing).
+        sens_checkpoint: recompute the sensitivity model in the backward pass.
+        """
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.sens_checkpoint = sens_checkpoint
+        self.sens_net = SensitivityModel(sens_chans, sens_pools, mask_center=mask_center)
+        self.cascades = nn.ModuleList(VarNetBlock(NormUnet(chans, pools)) for _ in range(num_cascades))
+
+    def forward(
+        self,
+        masked_kspace: torch.Tensor,
+        mask: torch.Tensor,
+        num_low_frequencies: LowFreqs = None,
+        crop_size: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Args:
+            masked_kspace: ``(B, C, H, W, 2)`` float real view or ``(B, C, H, W)`` complex.
+            mask: sampling mask, ``(B, 1, 1, W, 1)`` for a real view or ``(B, 1, 1, W)`` for complex k-space;
+                bool or 0/1 float.
+            num_low_frequencies: ACS width (int or ``(B,)`` tensor); None or 0 to detect from the mask.
+            crop_size: ``(h, w)`` to centre-crop (or zero-pad) the output image to.
+
+        Returns:
+            RSS magnitude image ``(B, H, W)`` float, or ``(B, h, w)`` with ``crop_size``.
+        """
+        k0 = physics.to_complex(masked_kspace)
+        if k0.ndim != 4:
+            raise ValueError(f"expected k-space (B, C, H, W) complex or (..., 2), got {tuple(k0.shape)}")
+        line_mask = _line_mask(mask, k0)
+
+        if self.sens_checkpoint and torch.is_grad_enabled():
+            sens_maps = checkpoint(self.sens_net, k0, line_mask, num_low_frequencies, use_reentrant=False)
+        else:
+            sens_maps = self.sens_net(k0, line_mask, num_low_frequencies)
+
+        k = k0
+        for cascade in self.cascades:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                k = checkpoint(cascade, k, k0, line_mask, sens_maps, use_reentrant=False)
+            else:
+                k = cascade(k, k0, line_mask, sens_maps)
+
+        image = physics.rss_complex(physics.ifft2c(k), dim=1)
+        return image if crop_size is None else physics.center_crop(image, crop_size)

@@ -1,0 +1,306 @@
+"""The Lightning module of every reconstruction model, and the learning-rate schedules.
+
+:class:`ReconModule` wraps a registered model (:func:`kspacelab.models.build_model`) and trains it with the masked
+leaderboard SSIM loss (:func:`kspacelab.metrics.masked_ssim_loss`, optionally ``sqrt``-area weighted, plus a
+normalised L1 term); validation scores every slice with the leaderboard metric itself
+(:func:`kspacelab.metrics.leaderboard_ssim_volume`, float64) and logs it per acceleration (SPEC.md section 2:
+slices pooled, unweighted). Every constructor argument is a plain type, so a checkpoint's ``hyper_parameters``
+load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import torch
+import torch.distributed as dist
+
+from kspacelab.data.transforms import VarNetSample
+from kspacelab.errors import KspacelabError
+from kspacelab.metrics import (
+    FOREGROUND_THRESHOLDS,
+    foreground_mask,
+    leaderboard_ssim_volume,
+    masked_ssim_loss,
+    ssim_per_slice,
+)
+from kspacelab.models import MODEL_REGISTRY, build_model
+
+__all__ = ["MONITOR", "ReconModule", "warmup_cosine_lr"]
+
+OptimizerName = Literal["adamw", "adam", "nadam"]
+SchedulerName = Literal["none", "cosine", "step", "exponential"]
+
+#: Metric that selects the best checkpoint (maximised).
+MONITOR = "val/ssim"
+
+_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
+    "nadam": torch.optim.NAdam,
+}
+_SCHEDULERS = ("none", "cosine", "step", "exponential")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Learning-rate schedule
+# ----------------------------------------------------------------------------------------------------
+def warmup_cosine_lr(
+    step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
+) -> float:
+    """Learning rate after ``step`` optimiser steps: linear warmup, then a half cosine down to ``min_lr``.
+
+    * ``step < warmup_steps``: ``base_lr * (step + 1) / warmup_steps`` (the first step already moves);
+    * ``warmup_steps <= step < total_steps``:
+      ``min_lr + (base_lr - min_lr) * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2``;
+    * ``step >= total_steps``: ``min_lr``.
+    """
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Lightning module
+# ----------------------------------------------------------------------------------------------------
+class ReconModule(L.LightningModule):
+    """A reconstruction model trained with the masked leaderboard SSIM (SPEC.md sections 2 and 5).
+
+    Batches are :class:`kspacelab.data.transforms.VarNetSample` collated by ``default_collate``:
+    ``masked_kspace (B, C, H, W, 2)``, ``mask (B, 1, 1, W, 1)``, ``target (B, h, w)``, ``max_value (B,)``,
+    ``anatomy`` (B strings), ``acceleration (B,)``, ``fname`` (B strings), ``slice_num (B,)``. The model's
+    output is cropped to the target size ``(h, w)``.
+
+    Logged: ``train/loss`` (progress bar), ``val/ssim_acc{N}`` per acceleration present (leaderboard SSIM
+    averaged over every validation slice of that acceleration) and ``val/ssim`` (mean of the per-acceleration
+    values, as the leaderboard's total).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "varnet",
+        model_kwargs: dict[str, Any] | None = None,
+        area_weighted_loss: bool = False,
+        l1_weight: float = 0.0,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 3e-4,
+        weight_decay: float = 1e-4,
+        scheduler: SchedulerName = "cosine",
+        warmup_epochs: float = 1.0,
+        min_lr: float = 0.0,
+        step_size: int = 11,
+        gamma: float = 0.3,
+    ) -> None:
+        """Args:
+        model_name: a name of :data:`kspacelab.models.MODEL_REGISTRY` (``"varnet"``, ...).
+        model_kwargs: keyword arguments of the model's constructor.
+        area_weighted_loss: multiply each slice's ``1 - SSIM`` by ``sqrt(area / max_area)`` of its
+            foreground mask (SPEC.md section 2).
+        l1_weight: weight of an added L1 term, ``mean(|output - target|) / max_value`` per slice.
+        optimizer: ``"adamw"``, ``"adam"`` or ``"nadam"``.
+        lr: peak learning rate.
+        weight_decay: weight decay of the optimiser (decoupled for AdamW).
+        scheduler: ``"none"``; ``"cosine"`` (linear warmup over ``warmup_epochs``, then cosine to ``min_lr``,
+            updated every optimiser step); ``"step"`` (``StepLR(step_size, gamma)`` per epoch);
+            ``"exponential"`` (``ExponentialLR(gamma)`` per epoch).
+        warmup_epochs: warmup length of ``"cosine"`` in epochs (may be fractional; 0 for none).
+        min_lr: final learning rate of ``"cosine"``.
+        step_size: epochs between decays of ``"step"``.
+        gamma: decay factor of ``"step"`` and ``"exponential"``.
+
+        Raises:
+            KspacelabError: an unknown model/optimiser/scheduler name, a bad value, or model arguments the
+                model does not accept (one line).
+        """
+        super().__init__()
+        if optimizer not in _OPTIMIZERS:
+            raise KspacelabError(
+                f"model.optimizer: unknown optimiser {optimizer!r}; choose from {sorted(_OPTIMIZERS)}"
+            )
+        if scheduler not in _SCHEDULERS:
+            raise KspacelabError(
+                f"model.scheduler: unknown scheduler {scheduler!r}; choose from {list(_SCHEDULERS)}"
+            )
+        if not lr > 0:
+            raise KspacelabError(f"model.lr must be positive, got {lr}")
+        if warmup_epochs < 0 or min_lr < 0 or weight_decay < 0 or l1_weight < 0:
+            raise KspacelabError("model.warmup_epochs, min_lr, weight_decay and l1_weight must be >= 0")
+        if step_size < 1 or not gamma > 0:
+            raise KspacelabError(f"model.step_size must be >= 1 and gamma > 0, got {step_size}, {gamma}")
+        if model_name not in MODEL_REGISTRY:
+            raise KspacelabError(
+                f"model.model_name: unknown model {model_name!r}; registered: {sorted(MODEL_REGISTRY)}"
+            )
+        self.save_hyperparameters()
+        try:
+            self.model = build_model(model_name, **dict(model_kwargs or {}))
+        except (TypeError, ValueError) as err:
+            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+        self._val_records: list[tuple[str, int, int, float]] = []
+
+    # -- forward and loss -------------------------------------------------------------------------------
+    def forward(self, batch: VarNetSample) -> torch.Tensor:
+        """Reconstruction ``(B, h, w)`` of a batch, cropped to the size of ``batch.target``."""
+        h, w = batch.target.shape[-2:]
+        return self.model(
+            batch.masked_kspace, batch.mask, batch.num_low_frequencies, crop_size=(int(h), int(w))
+        )
+
+    @staticmethod
+    def foreground(target: torch.Tensor, anatomy: Sequence[str]) -> torch.Tensor:
+        """Leaderboard foreground mask ``(B, h, w)`` bool of each target slice by its anatomy.
+
+        Slices of unknown anatomy (``""``, e.g. some NYU files) get an all-true mask (unmasked SSIM).
+        """
+        mask = torch.ones(target.shape, dtype=torch.bool, device=target.device)
+        with torch.no_grad():
+            for name in set(anatomy):
+                if name not in FOREGROUND_THRESHOLDS:
+                    continue
+                index = [i for i, a in enumerate(anatomy) if a == name]
+                mask[index] = foreground_mask(target[index].detach(), name)
+        return mask
+
+    @staticmethod
+    def _data_range(batch: VarNetSample) -> torch.Tensor:
+        """``max_value`` per slice ``(B,)``; where it is unknown (0) the slice's target maximum."""
+        max_value = torch.as_tensor(batch.max_value, device=batch.target.device).to(batch.target.dtype)
+        fallback = (
+            batch.target.detach().flatten(1).amax(dim=1).clamp_min(torch.finfo(batch.target.dtype).tiny)
+        )
+        return torch.where(max_value > 0, max_value, fallback)
+
+    def compute_loss(self, output: torch.Tensor, batch: VarNetSample) -> torch.Tensor:
+        """Training loss of a batch: masked ``1 - SSIM`` (optionally area-weighted) + ``l1_weight`` x L1.
+
+        The L1 term is ``mean(|output - target|) / max_value`` per slice, averaged over the batch (scale-free,
+        like the SSIM). ``max_area`` (volume maximum of the foreground area) is taken from the batch when the
+        data pipeline provides it; otherwise :func:`~kspacelab.metrics.masked_ssim_loss` uses the batch maximum.
+        """
+        output = output.float()  # the SSIM of half-precision outputs is computed in float32 anyway
+        target = batch.target.float()
+        data_range = self._data_range(batch)
+        mask = self.foreground(batch.target, batch.anatomy)
+        loss = masked_ssim_loss(
+            output,
+            target,
+            data_range,
+            mask,
+            area_weighted=self.hparams["area_weighted_loss"],
+            max_area=getattr(batch, "max_area", None),
+        )
+        l1_weight = float(self.hparams["l1_weight"])
+        if l1_weight > 0:
+            l1 = (output - target).abs().flatten(1).mean(dim=1) / data_range.to(output.dtype)
+            loss = loss + l1_weight * l1.mean()
+        return loss
+
+    def training_step(self, batch: VarNetSample, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; logs ``train/loss`` on the progress bar."""
+        output = self(batch)
+        loss = self.compute_loss(output, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
+        return loss
+
+    # -- validation -------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_records = []
+
+    @staticmethod
+    def slice_scores(output: torch.Tensor, batch: VarNetSample) -> list[float]:
+        """Leaderboard SSIM (float64, :func:`~kspacelab.metrics.leaderboard_ssim_volume`) of every slice.
+
+        Data range = ``max_value`` (the target's maximum where unknown); foreground mask from the target.
+        Slices of unknown anatomy are scored without a mask (same SSIM, float64).
+        """
+        data_range = ReconModule._data_range(batch).detach().double().cpu()
+        scores: list[float] = []
+        for i, anatomy in enumerate(batch.anatomy):
+            recon = output[i : i + 1].detach()
+            target = batch.target[i : i + 1].detach()
+            if anatomy in FOREGROUND_THRESHOLDS:
+                value = leaderboard_ssim_volume(recon, target, data_range[i], anatomy)[0]
+            else:
+                value = ssim_per_slice(recon.double(), target.double(), float(data_range[i]))[0]
+            scores.append(float(value))
+        return scores
+
+    def validation_step(self, batch: VarNetSample, batch_idx: int) -> None:
+        """Score every slice of the batch and keep ``(fname, slice, acceleration, ssim)`` for the epoch end."""
+        output = self(batch)
+        scores = self.slice_scores(output, batch)
+        accelerations = torch.as_tensor(batch.acceleration).reshape(-1).tolist()
+        slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
+        for fname, slice_num, acc, score in zip(batch.fname, slices, accelerations, scores, strict=True):
+            self._val_records.append((str(fname), int(slice_num), round(float(acc)), score))
+
+    def on_validation_epoch_end(self) -> None:
+        """Pool the slices of all ranks (duplicates from rank padding counted once), log the means."""
+        records = self._val_records
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[list[tuple[str, int, int, float]] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, records)
+            records = [r for part in gathered for r in (part or [])]
+        unique = {(fname, s, acc): score for fname, s, acc, score in records}
+        per_acc: dict[int, list[float]] = {}
+        for (_, _, acc), score in sorted(unique.items()):
+            per_acc.setdefault(acc, []).append(score)
+        if not per_acc:
+            return
+        means = {acc: math.fsum(values) / len(values) for acc, values in per_acc.items()}
+        for acc, value in sorted(means.items()):
+            self.log(f"val/ssim_acc{acc}", value, sync_dist=True)
+        self.log(MONITOR, math.fsum(means.values()) / len(means), prog_bar=True, sync_dist=True)
+        self._val_records = []
+
+    # -- optimisation -----------------------------------------------------------------------------------
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches) and hasattr(trainer, "fit_loop"):
+            # With max_steps and no max_epochs, estimated_stepping_batches does not load the train loader.
+            trainer.fit_loop.setup_data()
+            batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise KspacelabError("model.scheduler 'cosine' needs a training set of known length")
+        return max(1, math.ceil(int(batches) / max(1, int(trainer.accumulate_grad_batches))))
+
+    def configure_optimizers(self) -> Any:
+        """The optimiser and its scheduler: ``cosine`` steps every optimiser step, ``step``/``exponential``
+        every epoch; the cosine length is ``trainer.estimated_stepping_batches``."""
+        hp = self.hparams
+        optimizer = _OPTIMIZERS[hp["optimizer"]](
+            self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        )
+        name = hp["scheduler"]
+        if name == "none":
+            return optimizer
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if name == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            warmup = min(total, round(float(hp["warmup_epochs"]) * self._steps_per_epoch()))
+            min_ratio = float(hp["min_lr"]) / float(hp["lr"])
+
+            def factor(step: int) -> float:
+                return warmup_cosine_lr(step, 1.0, warmup, total, min_ratio)
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            interval = "step"
+        elif name == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=hp["step_size"], gamma=hp["gamma"]
+            )
+            interval = "epoch"
+        else:
+            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp["gamma"])
+            interval = "epoch"
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},
+        }

@@ -1,0 +1,364 @@
+"""Training: loss goes down, `kspacelab train` writes safe checkpoints, resume, determinism, the validation
+metric equals the leaderboard SSIM, schedules, `load_model` (ours and fastMRI's weights), DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as L
+import pytest
+import torch
+import yaml
+
+from helpers import TINY
+from kspacelab.cli import main
+from kspacelab.data.dataset import SnuDataModule
+from kspacelab.data.synthetic import simulate_dataset
+from kspacelab.errors import KspacelabError
+from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_ssim_loss
+from kspacelab.training import ReconModule, load_model, warmup_cosine_lr
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "demo_varnet.yaml"
+TINY_MODEL = {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2}
+TINY_MODEL_ARG = "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: these tiny models are several times faster so on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    simulate_dataset(root, preset=TINY, progress=False)
+    return root
+
+
+def _train_args(root: Path, run_dir: Path, *extra: str, steps: int = 3) -> list[str]:
+    return [
+        "train",
+        "--config",
+        str(DEMO_CONFIG),
+        "--data.root",
+        str(root),
+        "--model.model_kwargs",
+        TINY_MODEL_ARG,
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.enable_model_summary",
+        "false",
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`kspacelab train` on the demo config, tiny model, 3 steps, seed 0."""
+    run_dir = tmp_path_factory.mktemp("runs") / "first"
+    assert main(_train_args(tiny_root, run_dir, "--seed", "0")) == 0
+    return run_dir
+
+
+def _batches(root: Path, split: str = "val") -> list:
+    dm = SnuDataModule(str(root))
+    dm.setup("fit")
+    loader = dm.val_dataloader() if split == "val" else dm.train_dataloader()
+    return list(loader)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_loss_decreases_on_a_repeated_batch(tiny_root: Path) -> None:
+    batch = _batches(tiny_root, "train")[0]
+    torch.manual_seed(0)
+    module = ReconModule(model_kwargs=TINY_MODEL)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(6):
+        loss = module.compute_loss(module(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.01 and losses[-1] == min(losses), losses
+
+
+def test_loss_terms_match_the_metric_functions(tiny_root: Path) -> None:
+    batch = _batches(tiny_root, "train")[1]
+    module = ReconModule(model_kwargs=TINY_MODEL, area_weighted_loss=True, l1_weight=0.5)
+    with torch.no_grad():
+        output = module(batch)
+        got = module.compute_loss(output, batch)
+    target, max_value = batch.target, batch.max_value
+    masks = torch.stack([foreground_mask(target[i], a) for i, a in enumerate(batch.anatomy)])
+    ssim_term = masked_ssim_loss(output, target, max_value, masks, area_weighted=True)
+    l1_term = ((output - target).abs().mean(dim=(-2, -1)) / max_value).mean()
+    assert float(got) == pytest.approx(float(ssim_term + 0.5 * l1_term), rel=1e-5)
+    assert float(l1_term) > 0 and 0 < float(ssim_term) < 1
+
+
+def test_train_cli_writes_checkpoints_config_and_logs(first_run: Path) -> None:
+    best = first_run / "checkpoints" / "best.ckpt"
+    last = first_run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(best, weights_only=True)  # must not need unpickling of arbitrary objects
+    assert ckpt["hyper_parameters"]["model_kwargs"] == TINY_MODEL
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    config = yaml.safe_load((first_run / "config.yaml").read_text())
+    assert config["model"]["model_kwargs"] == TINY_MODEL and config["trainer"]["max_steps"] == 3
+    assert config["run_dir"] == str(first_run) and config["seed_everything"] == 0
+    with open(next((first_run / "logs").glob("version_*/metrics.csv"))) as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(r.get("train/loss") for r in rows)
+    ssim = [float(r["val/ssim"]) for r in rows if r.get("val/ssim")]
+    assert len(ssim) == 1 and 0.0 < ssim[0] < 1.0
+
+
+def test_load_model_equals_module_model(first_run: Path, tiny_root: Path) -> None:
+    path = first_run / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+    module = ReconModule(**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    model, info = load_model(path)
+    assert info["format"] == "lightning" and info["model_kwargs"] == TINY_MODEL and info["global_step"] == 3
+    assert not model.training
+    batch = _batches(tiny_root)[0]
+    with torch.no_grad():
+        expected = module(batch)
+        got = model(
+            batch.masked_kspace,
+            batch.mask,
+            batch.num_low_frequencies,
+            crop_size=tuple(batch.target.shape[-2:]),
+        )
+    assert torch.equal(got, expected)
+
+
+def test_resume_continues_from_last_checkpoint(
+    first_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(first_run, run_dir)
+    # Re-using a run folder without --ckpt_path is refused (one line, status 2).
+    assert main(_train_args(tiny_root, run_dir, steps=5)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ckpt_path" in err and len(err.splitlines()) == 1
+    last = run_dir / "checkpoints" / "last.ckpt"
+    extra = ("--ckpt_path", str(last), "--trainer.log_every_n_steps", "1")
+    assert main(_train_args(tiny_root, run_dir, *extra, steps=5)) == 0
+    assert torch.load(last, weights_only=True)["global_step"] == 5
+    with open(run_dir / "logs" / "version_1" / "metrics.csv") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")]
+    assert steps == [3, 4]  # only the two new steps were trained
+
+
+def test_same_seed_gives_identical_weights(first_run: Path, tiny_root: Path, tmp_path: Path) -> None:
+    assert main(_train_args(tiny_root, tmp_path / "again", "--seed", "0")) == 0
+    a = _state(first_run / "checkpoints" / "last.ckpt")
+    b = _state(tmp_path / "again" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    initial = ReconModule(model_kwargs=TINY_MODEL).state_dict()
+    assert not all(torch.equal(a[k], initial[k]) for k in a)  # and training did change them
+
+
+def test_print_config_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "train",
+                "--config",
+                str(DEMO_CONFIG),
+                "--data.root",
+                "elsewhere",
+                "--model.lr",
+                "0.01",
+                "--print_config",
+            ]
+        )
+    assert exc.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["root"] == "elsewhere" and printed["model"]["lr"] == 0.01
+    assert printed["model"]["model_kwargs"]["num_cascades"] >= 1 and "max_epochs" in printed["trainer"]
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(DEMO_CONFIG), "--model.no_such_key", "1", "--run-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "no_such_key" in capsys.readouterr().err
+
+    missing = tmp_path / "missing"
+    assert (
+        main(["train", "--config", str(DEMO_CONFIG), "--data.root", str(missing), "--run-dir", str(tmp_path)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert str(missing) in err and len(err.splitlines()) == 1
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code in (0, None) and "usage: kspacelab train" in capsys.readouterr().out
+
+
+def test_validation_ssim_is_the_leaderboard_ssim(tiny_root: Path) -> None:
+    torch.manual_seed(0)
+    module = ReconModule(model_kwargs=TINY_MODEL)
+    dm = SnuDataModule(str(tiny_root))
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.validate(module, datamodule=dm)
+    logged = trainer.callback_metrics
+
+    # By hand: whole volumes through the leaderboard metric, slices pooled per acceleration.
+    recon: dict[str, dict[int, torch.Tensor]] = {}
+    meta: dict[str, tuple[torch.Tensor, dict[int, torch.Tensor], str, int]] = {}
+    module.eval()
+    with torch.no_grad():
+        for batch in _batches(tiny_root):
+            out = module(batch)
+            for i, fname in enumerate(batch.fname):
+                s = int(batch.slice_num[i])
+                recon.setdefault(fname, {})[s] = out[i]
+                targets = meta.setdefault(
+                    fname, (batch.max_value[i], {}, batch.anatomy[i], int(batch.acceleration[i]))
+                )[1]
+                targets[s] = batch.target[i]
+    pooled: dict[int, list[float]] = {}
+    for fname, slices in recon.items():
+        max_value, targets, anatomy, acc = meta[fname]
+        order = sorted(slices)
+        scores = leaderboard_ssim_volume(
+            torch.stack([slices[s] for s in order]),
+            torch.stack([targets[s] for s in order]),
+            max_value,
+            anatomy,
+        )
+        pooled.setdefault(acc, []).extend(scores.tolist())
+    assert sorted(pooled) == [4, 8]
+    means = {acc: sum(v) / len(v) for acc, v in pooled.items()}
+    for acc, value in means.items():
+        assert float(logged[f"val/ssim_acc{acc}"]) == pytest.approx(value, rel=1e-6, abs=1e-7)
+    assert float(logged["val/ssim"]) == pytest.approx((means[4] + means[8]) / 2, rel=1e-6, abs=1e-7)
+
+
+def _lrs(module: ReconModule, steps: int, per_epoch: int) -> tuple[list[float], str]:
+    module.trainer = SimpleNamespace(  # type: ignore[assignment]
+        estimated_stepping_batches=steps, num_training_batches=per_epoch, accumulate_grad_batches=1
+    )
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    values = []
+    for _ in range(steps + 1):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return values, config["lr_scheduler"]["interval"]
+
+
+def test_cosine_warmup_and_epoch_schedules() -> None:
+    module = ReconModule(model_kwargs=TINY_MODEL, lr=1e-3, min_lr=1e-5, warmup_epochs=2, scheduler="cosine")
+    lrs, interval = _lrs(module, steps=20, per_epoch=5)  # warmup 10 steps, 20 in all
+    assert interval == "step"
+    expected = {0: 1e-4, 4: 5e-4, 9: 1e-3, 10: 1e-3, 15: 1e-5 + (1e-3 - 1e-5) / 2, 20: 1e-5}
+    for step, value in expected.items():
+        assert lrs[step] == pytest.approx(value, rel=1e-9), step
+    assert lrs[12] == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.2)) / 2, rel=1e-9)
+    assert warmup_cosine_lr(25, 1.0, 10, 20, 0.01) == 0.01
+
+    step = ReconModule(model_kwargs=TINY_MODEL, lr=1.0, scheduler="step", step_size=3, gamma=0.5)
+    lrs, interval = _lrs(step, steps=7, per_epoch=1)
+    assert interval == "epoch" and lrs == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25])
+    exp = ReconModule(model_kwargs=TINY_MODEL, lr=1.0, scheduler="exponential", gamma=0.96)
+    lrs, interval = _lrs(exp, steps=3, per_epoch=1)
+    assert interval == "epoch" and lrs == pytest.approx([1, 0.96, 0.96**2, 0.96**3])
+    with pytest.raises(KspacelabError, match="optimizer"):
+        ReconModule(optimizer="sgd")  # type: ignore[arg-type]
+
+
+def test_load_model_reads_fastmri_varnet_weights(tmp_path: Path) -> None:
+    fastmri_models = pytest.importorskip("fastmri.models")
+    torch.manual_seed(1)
+    reference = fastmri_models.VarNet(num_cascades=2, chans=4, sens_chans=2).eval()
+    with torch.no_grad():
+        for i, cascade in enumerate(reference.cascades):
+            cascade.dc_weight.fill_(0.5 + i)
+    path = tmp_path / "varnet_fastmri.pt"
+    torch.save(reference.state_dict(), path)
+
+    model, info = load_model(path)
+    assert info["format"] == "state_dict"
+    assert info["model_kwargs"] == {
+        "num_cascades": 2,
+        "chans": 4,
+        "pools": 4,
+        "sens_chans": 2,
+        "sens_pools": 4,
+    }
+    width = 24
+    mask = torch.zeros(width, dtype=torch.bool)
+    mask[::3] = True
+    mask[10:14] = True
+    mask = mask.reshape(1, 1, 1, width, 1)
+    kspace = torch.randn(1, 4, 32, width, 2) * mask
+    with torch.no_grad():
+        expected = reference(kspace, mask)
+        got = model(kspace, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    unsafe = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": {}, "callback": SimpleNamespace(a=1)}, unsafe)  # needs unpickling: refused
+    unknown = tmp_path / "unknown.pt"
+    torch.save({"encoder.weight": torch.zeros(3)}, unknown)
+    for path in (corrupt, unsafe, unknown, tmp_path / "absent.ckpt"):
+        with pytest.raises(KspacelabError) as exc:
+            load_model(path)
+        message = str(exc.value)
+        assert str(path) in message and "\n" not in message
+
+
+def test_ddp_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "ddp"
+    args = _train_args(tiny_root, run_dir, steps=2)[1:]
+    args += ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "kspacelab.cli", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "config.yaml").is_file()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2
+    print(f"DDP (2 CPU processes, gloo) run took {elapsed:.1f} s")
