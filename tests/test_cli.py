@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import TINY
 from kspacelab.cli import build_parser, main
@@ -50,25 +51,44 @@ def test_simulate_refuses_non_empty_folder_and_bad_counts(
         build_parser().parse_args(["simulate", str(tmp_path / "x"), "--preset", "huge"])
 
 
+TINY_TRAINING = [
+    "--model.model_kwargs",
+    "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2, initial_kspace: grappa}",
+    "--trainer.max_steps",
+    "2",
+]
+
+
 def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY)
+    result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
     out = capsys.readouterr().out
-    assert "| zero-filled |" in out and "| grappa |" in out
+    methods = ("zero-filled", "grappa", "varnet untrained (GRAPPA start)", "varnet")
+    for method in methods:
+        assert f"| {method} |" in out
+    assert "acc4: varnet" in out and "acc8: varnet" in out  # the verdict lines
     payload = json.loads((tmp_path / "demo" / "results.json").read_text())
-    for method in ("zero-filled", "grappa"):
+    for method in methods:
         scores = payload["methods"][method]
         assert 0.0 < scores["acc4"] < 1.0 and 0.0 < scores["acc8"] < 1.0
         assert scores["total"] == pytest.approx((scores["acc4"] + scores["acc8"]) / 2)
         assert result.results[method].groups["acc4"] == scores["acc4"]
+    for acc in (4, 8):
+        run = tmp_path / "demo" / "runs" / f"varnet_acc{acc}"
+        assert payload["checkpoints"][f"acc{acc}"] == str(run / "checkpoints" / "best.ckpt")
+        # each expert saw only its own acceleration
+        data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+        assert data["only_accelerations"] == [acc]
     for figure in ("comparison.png", "dataset.png"):
         path = tmp_path / "demo" / "figures" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "figures/comparison.png" in report and "| grappa |" in report
-    # a second run reuses the simulated data and gives the same scores
-    again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY)
-    assert "reusing" in capsys.readouterr().out
-    assert again.results["grappa"].groups == result.results["grappa"].groups
+    assert "figures/comparison.png" in report and "| varnet |" in report
+    # a second run reuses the simulated data and the trained models and gives the same scores
+    again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
+    printed = capsys.readouterr().out
+    assert "reusing the simulated dataset" in printed and "reusing the trained acc8 model" in printed
+    for method in methods:
+        assert again.results[method].groups == result.results[method].groups
 
 
 def test_demo_refuses_foreign_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

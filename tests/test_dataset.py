@@ -413,3 +413,29 @@ def test_even_or_bad_arguments_raise(train: SliceDataset) -> None:
     assert [v.volume for v in half.volumes] == [
         v.volume for v in SliceDataset(volumes, VarNetTransform(), sample_rate=0.5, seed=1).volumes
     ]
+
+
+def test_datamodule_expert_filters(root: Path) -> None:
+    """only_accelerations / only_anatomies keep exactly the matching volumes of every split."""
+    everything = SnuDataModule(str(root))
+    everything.setup("fit")
+    assert everything.train_dataset is not None
+    all_train = {(v.volume.anatomy, v.volume.acceleration) for v in everything.train_dataset.volumes}
+    assert all_train == {("brain", 4), ("brain", 8), ("knee", 4), ("knee", 8)}
+    for anatomies, accelerations in ((None, [8]), (["knee"], None), (["brain"], [4])):
+        dm = SnuDataModule(str(root), only_anatomies=anatomies, only_accelerations=accelerations)
+        dm.setup("fit")
+        for dataset in (dm.train_dataset, dm.val_dataset):
+            assert dataset is not None
+            kept = {(v.volume.anatomy, v.volume.acceleration) for v in dataset.volumes}
+            expected = {
+                (a, r)
+                for a, r in all_train
+                if (anatomies is None or a in anatomies) and (accelerations is None or r in accelerations)
+            }
+            assert kept == expected
+    with pytest.raises(ValueError, match="only_anatomies"):
+        SnuDataModule(str(root), only_anatomies=["liver"])
+    empty = SnuDataModule(str(root), only_accelerations=[16])
+    with pytest.raises(KspacelabError, match="no volumes left"):
+        empty.setup("fit")

@@ -4,6 +4,7 @@ metric equals the leaderboard SSIM, schedules, `load_model` (ours and fastMRI's 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -14,18 +15,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
 import lightning.pytorch as L
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from helpers import TINY
+from kspacelab import formats
 from kspacelab.cli import main
 from kspacelab.data.dataset import SnuDataModule
 from kspacelab.data.synthetic import simulate_dataset
+from kspacelab.data.transforms import crop_readout
 from kspacelab.errors import KspacelabError
+from kspacelab.inference import flip_width_kspace
+from kspacelab.masks import center_block
 from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_ssim_loss
-from kspacelab.training import ReconModule, load_model, warmup_cosine_lr
+from kspacelab.training import ReconModule, load_model, model_data_settings, warmup_cosine_lr
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "demo_varnet.yaml"
@@ -362,3 +369,88 @@ def test_ddp_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2
     print(f"DDP (2 CPU processes, gloo) run took {elapsed:.1f} s")
+
+
+def test_train_reconstruct_evaluate_end_to_end(
+    first_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trained checkpoint reconstructs the leaderboard into SPEC files that `evaluate` scores."""
+    ckpt = first_run / "checkpoints" / "best.ckpt"
+    leaderboard = tiny_root / "leaderboard"
+    base = ["reconstruct", "--data", str(leaderboard), "--checkpoint", str(ckpt), "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "plain"), "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "slices/s" in out
+    assert main([*base, "--out", str(tmp_path / "tta"), "--tta"]) == 0
+    capsys.readouterr()
+
+    model, info = load_model(ckpt)
+    assert model_data_settings(info) == (1, {"brain": 192, "knee": 192})  # from the demo config
+    for group in ("acc4", "acc8"):
+        for kspace_path in sorted((leaderboard / group / "kspace").glob("*.h5")):
+            kspace_np, mask_np = formats.read_kspace_slice(kspace_path, 0)
+            label = formats.read_image_volume(leaderboard / group / "image" / kspace_path.name, "image_label")
+            plain = formats.read_reconstruction(tmp_path / "plain" / group / kspace_path.name)
+            tta = formats.read_reconstruction(tmp_path / "tta" / group / kspace_path.name)
+            assert plain.shape == tta.shape == label.shape and plain.dtype == np.float32
+            # the written volume is the model's output, slice by slice, with the file's own mask
+            # the demo config crops the readout to 192 image rows before the network, as reconstruct must too
+            kspace = crop_readout(torch.from_numpy(kspace_np)[None], 192)
+            mask = torch.from_numpy(mask_np.astype(bool)).view(1, 1, 1, -1)
+            start, stop = center_block(mask_np)
+            low = torch.tensor([stop - start])
+            with torch.no_grad():
+                expected = model(kspace, mask, low, crop_size=label.shape[-2:])[0].numpy()
+            np.testing.assert_allclose(plain[0], expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
+            # flip self-ensemble: mean of the direct pass and the un-flipped pass on flipped k-space
+            fk, fm = flip_width_kspace(kspace, mask)
+            with torch.no_grad():
+                flipped = model(fk, fm, low, crop_size=label.shape[-2:])[0].flip(-1).numpy()
+            np.testing.assert_allclose(
+                tta[0], (expected + flipped) / 2, rtol=1e-4, atol=1e-6 * float(expected.max())
+            )
+
+    scores = tmp_path / "scores.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--leaderboard",
+                str(leaderboard),
+                "--recon",
+                str(tmp_path / "plain"),
+                "--json",
+                str(scores),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    result = json.loads(scores.read_text())
+    assert 0.0 < result["total"] < 1.0 and str(round(result["total"], 4)) in printed
+
+
+def test_reconstruct_with_checkpoint_refuses_bad_kspace(
+    first_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "lb"
+    shutil.copytree(tiny_root / "leaderboard" / "acc4", data)
+    bad = sorted((data / "kspace").glob("*.h5"))[-1]
+    with h5py.File(bad, "r+") as f:
+        f["kspace"][0, 0, 0, 0] = np.nan
+    code = main(
+        [
+            "reconstruct",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "rec"),
+            "--checkpoint",
+            str(first_run / "checkpoints" / "best.ckpt"),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and bad.name in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "rec").exists() or not any((tmp_path / "rec").rglob("*.h5"))

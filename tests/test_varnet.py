@@ -225,3 +225,78 @@ def test_full_size_snu_baseline_forward() -> None:
         out = model(kspace, mask, crop_size=(384, 384))
     assert out.shape == (1, 384, 384)
     assert torch.isfinite(out).all()
+
+
+def _snu_batch(
+    widths: tuple[int, ...], acc: int = 4, coils: int = 4, height: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex masked k-space ``(B, C, H, W)`` of smooth coil images, organiser masks ``(B, 1, 1, W)``."""
+    from kspacelab.masks import snu_mask
+
+    g = torch.Generator().manual_seed(1)
+    width = widths[0]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    images = []
+    for b in range(len(widths)):
+        obj = ((yy / 0.8) ** 2 + (xx / 0.7) ** 2 < 1).float() * (
+            1 + 0.2 * torch.randn(height, width, generator=g)
+        )
+        sens = torch.stack([torch.exp(-((yy - c / coils) ** 2 + xx**2) * (1 + b)) for c in range(coils)])
+        images.append(obj * sens * torch.exp(1j * 0.3 * xx))
+    kspace = physics.fft2c(torch.stack(images).to(torch.complex64))
+    masks = torch.stack([torch.from_numpy(snu_mask(width, acc)) for _ in widths]).view(
+        len(widths), 1, 1, width
+    )
+    return kspace * masks, masks
+
+
+def test_grappa_start_untrained_equals_grappa_and_adds_gates_only() -> None:
+    from kspacelab.classical.grappa import grappa_kspace
+
+    torch.manual_seed(0)
+    model = VarNet(**SMALL, initial_kspace="grappa")
+    plain = VarNet(**SMALL)
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra == {f"cascades.{i}.reg_weight" for i in range(SMALL["num_cascades"])}
+    assert set(plain.state_dict()) <= set(model.state_dict())
+    kspace, mask = _snu_batch((64, 64), acc=4)
+    mask[1, ..., 5] = True  # a different pattern for the second item: calibrated on its own mask
+    kspace = kspace * mask
+    with torch.no_grad():
+        got = model(kspace, mask)
+    for i in range(2):
+        filled = grappa_kspace(kspace[i], mask[i].view(-1))
+        expected = physics.rss_complex(physics.ifft2c(filled), dim=0)
+        assert _rel_err(got[i], expected) < 1e-5
+    # and it is not the zero-filled image: GRAPPA did fill the gaps
+    zero_filled = physics.rss_complex(physics.ifft2c(kspace[0]), dim=0)
+    assert _rel_err(got[0], zero_filled) > 1e-2
+
+
+def test_grappa_start_trains_the_gates_and_the_unets() -> None:
+    torch.manual_seed(0)
+    model = VarNet(**SMALL, initial_kspace="grappa")
+    kspace, mask = _snu_batch((48,), acc=8)
+    target = physics.rss_complex(physics.ifft2c(kspace), dim=1)
+    loss = (model(kspace, mask) - target).abs().mean()
+    loss.backward()
+    for cascade in model.cascades:
+        assert cascade.reg_weight is not None and float(cascade.reg_weight.grad.abs()) > 0
+    # the U-Nets get their gradient once the gates open
+    with torch.no_grad():
+        for cascade in model.cascades:
+            cascade.reg_weight.fill_(0.5)
+    model.zero_grad()
+    (model(kspace, mask) - target).abs().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cascades[0].model.parameters())
+
+
+def test_grappa_start_rejects_bad_options_and_masks_without_acs() -> None:
+    with pytest.raises(ValueError, match="initial_kspace"):
+        VarNet(**SMALL, initial_kspace="sense")
+    model = VarNet(**SMALL, initial_kspace="grappa")
+    kspace, mask = _snu_batch((48,), acc=4)
+    mask = torch.zeros_like(mask)
+    mask[..., ::4] = True  # equispaced lines, no fully sampled centre
+    with pytest.raises(ValueError, match=r"ACS|calibrat"):
+        model(kspace * mask, mask, num_low_frequencies=2)

@@ -90,10 +90,7 @@ def reconstruct_dataset(
     if method not in CLASSICAL_METHODS:
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
     recon_fn = CLASSICAL_METHODS[method]
-    groups = formats.discover_snu(Path(data))
-    volumes = [(group, vol) for group, vols in groups.items() for vol in vols]
-    for _, vol in volumes:  # validate all inputs before writing anything
-        formats.validate_kspace_file(vol.kspace_path)
+    volumes = _validated_volumes(data)  # all inputs checked before anything is written
 
     out = Path(out)
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
@@ -196,22 +193,58 @@ def reconstruct_with_checkpoint(
         crop: output side length; default from the partner image files, else 384.
         progress: progress bar over slices.
     """
-    from kspacelab.data.dataset import SliceDataset
-    from kspacelab.data.transforms import VarNetTransform
     from kspacelab.training import load_model, model_data_settings
 
     if batch_size < 1:
         raise KspacelabError(f"--batch-size must be >= 1, got {batch_size}")
     torch_device = _resolve_device(device)
+    volumes = _validated_volumes(data)  # before loading anything big or writing anything
+    model, info = load_model(checkpoint, map_location=torch_device)
+    num_adj_slices, crop_height = model_data_settings(info)
+    return reconstruct_with_model(
+        volumes, out, model, num_adj_slices, crop_height, tta, batch_size, torch_device, crop, progress
+    )
+
+
+def _validated_volumes(data: str | Path) -> list[tuple[str, formats.Volume]]:
+    """``(group, volume)`` pairs under ``data``; every k-space file validated (one-line error otherwise)."""
     groups = formats.discover_snu(Path(data))
     volumes = [(group, vol) for group, vols in groups.items() for vol in vols]
-    for _, vol in volumes:  # validate all inputs before writing anything
+    for _, vol in volumes:
         formats.validate_kspace_file(vol.kspace_path)
-    model, info = load_model(checkpoint, map_location=torch_device)
-    model.eval()
-    num_adj_slices, crop_height = model_data_settings(info)
-    transform = VarNetTransform(use_file_mask=True, crop_height=crop_height)
+    return volumes
 
+
+def reconstruct_with_model(
+    data: str | Path | list[tuple[str, formats.Volume]],
+    out: str | Path,
+    model: torch.nn.Module,
+    num_adj_slices: int = 1,
+    crop_height: dict[str, int] | None = None,
+    tta: bool = False,
+    batch_size: int = 1,
+    device: str | torch.device = "cpu",
+    crop: int | None = None,
+    progress: bool = True,
+) -> ReconstructionSummary:
+    """Reconstruct every k-space file under ``data`` with an in-memory ``model`` (VarNet call signature).
+
+    Args:
+        data: a folder as for :func:`reconstruct_with_checkpoint`, or its validated ``(group, volume)`` list.
+        out: output root.
+        model: maps ``(masked_kspace, mask, num_low_frequencies)`` to RSS images ``(B, H, W)``; put in eval mode.
+        num_adj_slices, crop_height: input preparation the model was trained with
+            (:func:`kspacelab.training.model_data_settings`).
+        tta, batch_size, crop, progress: as for :func:`reconstruct_with_checkpoint`.
+        device: where the model runs (it is moved there).
+    """
+    from kspacelab.data.dataset import SliceDataset
+    from kspacelab.data.transforms import VarNetTransform
+
+    volumes = data if isinstance(data, list) else _validated_volumes(data)
+    torch_device = _resolve_device(device) if isinstance(device, str) else device
+    model = model.to(torch_device).eval()
+    transform = VarNetTransform(use_file_mask=True, crop_height=crop_height)
     out = Path(out)
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     start = time.perf_counter()
@@ -229,7 +262,10 @@ def reconstruct_with_checkpoint(
                     if crop is not None
                     else (int(batch.crop_size[0, 0]), int(batch.crop_size[0, 1]))
                 )
-                images.append(predict_batch(model, batch, size, tta, torch_device))
+                try:
+                    images.append(predict_batch(model, batch, size, tta, torch_device))
+                except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
+                    raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
                 bar.update(len(batch.fname))
             target_dir = out / group if group else out
             formats.write_reconstruction(target_dir / vol.name, torch.cat(images).numpy().astype(np.float32))

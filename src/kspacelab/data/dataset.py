@@ -395,6 +395,8 @@ class SnuDataModule(pl.LightningDataModule):
         train_split: str = "train",
         val_split: str = "val",
         merge_val_into_train: bool = False,
+        only_anatomies: list[str] | None = None,
+        only_accelerations: list[int] | None = None,
         seed: int = 0,
     ) -> None:
         """Args:
@@ -409,6 +411,11 @@ class SnuDataModule(pl.LightningDataModule):
         sample_rate: fraction of volumes used (train and val; deterministic subset).
         train_split, val_split: folder names under ``root``.
         merge_val_into_train: also train on the val volumes (final model); validation still runs on val.
+        only_anatomies: keep only volumes of these anatomies (``["brain"]``, ...), in every split; for
+            experts per anatomy.
+        only_accelerations: keep only volumes whose file acceleration (``accN`` in the name) is listed,
+            e.g. ``[8]``; for experts per acceleration. Not to be confused with ``accelerations``, the
+            parameter of ``mask_type``.
         seed: seed of the volume subsets, the training order and the training mask RNG.
         """
         super().__init__()
@@ -417,7 +424,11 @@ class SnuDataModule(pl.LightningDataModule):
             raise ValueError("use_file_mask=False needs a mask_type")
         if num_adj_slices < 1 or num_adj_slices % 2 == 0:
             raise ValueError(f"num_adj_slices must be a positive odd integer, got {num_adj_slices}")
+        if only_anatomies is not None and not set(only_anatomies) <= {"brain", "knee"}:
+            raise ValueError(f"only_anatomies must name brain / knee, got {only_anatomies}")
         self.root = root
+        self.only_anatomies = list(only_anatomies) if only_anatomies is not None else None
+        self.only_accelerations = list(only_accelerations) if only_accelerations is not None else None
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mask_type = mask_type
@@ -438,7 +449,19 @@ class SnuDataModule(pl.LightningDataModule):
         folder = Path(self.root) / split
         if not folder.is_dir():
             raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
-        return formats.discover_folder(folder, split=split)
+        volumes = [
+            v
+            for v in formats.discover_folder(folder, split=split)
+            if (self.only_anatomies is None or v.anatomy in self.only_anatomies)
+            and (self.only_accelerations is None or v.acceleration in self.only_accelerations)
+        ]
+        if not volumes:
+            raise DataFormatError(
+                folder,
+                f"no volumes left after only_anatomies={self.only_anatomies}, "
+                f"only_accelerations={self.only_accelerations}",
+            )
+        return volumes
 
     def _transform(self, train: bool) -> VarNetTransform:
         mask_func = None

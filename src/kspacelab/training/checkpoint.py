@@ -40,13 +40,16 @@ def _varnet_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     first = "down_sample_layers.0.layers.0.weight"
     if not cascades or sens + first not in state or casc + first not in state:
         return None
-    return {
+    kwargs: dict[str, Any] = {
         "num_cascades": len(cascades),
         "chans": int(state[casc + first].shape[0]),
         "pools": _count_levels(state, casc),
         "sens_chans": int(state[sens + first].shape[0]),
         "sens_pools": _count_levels(state, sens),
     }
+    if "cascades.0.reg_weight" in state:  # kspacelab's GRAPPA-start variant
+        kwargs["initial_kspace"] = "grappa"
+    return kwargs
 
 
 def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
