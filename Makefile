@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	@echo "benchmarks arrive with the model issues"
+	$(BIN)/python benchmarks/speed_varnet.py --reps 7
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
