@@ -86,7 +86,7 @@ def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFi
     # a second run reuses the simulated data and the trained models and gives the same scores
     again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
     printed = capsys.readouterr().out
-    assert "reusing the simulated dataset" in printed and "reusing the trained acc8 model" in printed
+    assert "reusing the simulated dataset" in printed and "reusing the acc8 VarNet" in printed
     for method in methods:
         assert again.results[method].groups == result.results[method].groups
 

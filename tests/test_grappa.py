@@ -17,16 +17,6 @@ from kspacelab.classical import detect_acs, grappa_image, grappa_kspace, plan_pa
 from kspacelab.masks import snu_mask
 from kspacelab.physics import fft2c
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads can be 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # (centre y, centre x, semi-axis y, semi-axis x, angle deg, value) in units of the object half-size
 _ELLIPSES = (
     (0.0, 0.0, 0.92, 0.72, 0.0, 1.0),

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,11 +21,9 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY
 from kspacelab import formats
 from kspacelab.cli import main
 from kspacelab.data.dataset import SnuDataModule
-from kspacelab.data.synthetic import simulate_dataset
 from kspacelab.data.transforms import crop_readout
 from kspacelab.errors import KspacelabError
 from kspacelab.inference import flip_width_kspace
@@ -35,25 +32,9 @@ from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_s
 from kspacelab.training import ReconModule, load_model, model_data_settings, warmup_cosine_lr
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / "configs" / "demo_varnet.yaml"
+DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 TINY_MODEL = {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2}
 TINY_MODEL_ARG = "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these tiny models are several times faster so on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
-    root = tmp_path_factory.mktemp("tiny") / "data"
-    simulate_dataset(root, preset=TINY, progress=False)
-    return root
 
 
 def _train_args(root: Path, run_dir: Path, *extra: str, steps: int = 3) -> list[str]:
@@ -120,10 +101,17 @@ def test_loss_terms_match_the_metric_functions(tiny_root: Path) -> None:
         got = module.compute_loss(output, batch)
     target, max_value = batch.target, batch.max_value
     masks = torch.stack([foreground_mask(target[i], a) for i, a in enumerate(batch.anatomy)])
-    ssim_term = masked_ssim_loss(output, target, max_value, masks, area_weighted=True)
+    # the training set provides each volume's largest foreground area for the sqrt(area / max_area) weight
+    assert bool((torch.as_tensor(batch.max_area) >= masks.flatten(1).sum(1)).all())
+    ssim_term = masked_ssim_loss(
+        output, target, max_value, masks, area_weighted=True, max_area=batch.max_area
+    )
     l1_term = ((output - target).abs().mean(dim=(-2, -1)) / max_value).mean()
     assert float(got) == pytest.approx(float(ssim_term + 0.5 * l1_term), rel=1e-5)
     assert float(l1_term) > 0 and 0 < float(ssim_term) < 1
+    batch_max = masked_ssim_loss(output, target, max_value, masks, area_weighted=True)
+    if bool((torch.as_tensor(batch.max_area) > masks.flatten(1).sum(1).max()).any()):
+        assert float(batch_max) != pytest.approx(float(ssim_term), rel=1e-9)
 
 
 def test_train_cli_writes_checkpoints_config_and_logs(first_run: Path) -> None:
@@ -169,17 +157,20 @@ def test_resume_continues_from_last_checkpoint(
 ) -> None:
     run_dir = tmp_path / "resumed"
     shutil.copytree(first_run, run_dir)
-    # Re-using a run folder without --ckpt_path is refused (one line, status 2).
-    assert main(_train_args(tiny_root, run_dir, steps=5)) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--ckpt_path" in err and len(err.splitlines()) == 1
+    # Re-running into a run folder continues from its last.ckpt (no --ckpt_path needed) ...
     last = run_dir / "checkpoints" / "last.ckpt"
-    extra = ("--ckpt_path", str(last), "--trainer.log_every_n_steps", "1")
+    extra = ("--trainer.log_every_n_steps", "1")
     assert main(_train_args(tiny_root, run_dir, *extra, steps=5)) == 0
+    assert "resuming from" in capsys.readouterr().out
     assert torch.load(last, weights_only=True)["global_step"] == 5
     with open(run_dir / "logs" / "version_1" / "metrics.csv") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("train/loss")]
     assert steps == [3, 4]  # only the two new steps were trained
+    # ... and a folder with checkpoints but no last.ckpt is refused (one line, status 2)
+    last.unlink()
+    assert main(_train_args(tiny_root, run_dir, steps=6)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ckpt_path" in err and len(err.splitlines()) == 1
 
 
 def test_same_seed_gives_identical_weights(first_run: Path, tiny_root: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kspacelab import __version__
@@ -23,6 +23,22 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+class _ClassicalMethods:
+    """The names of ``kspacelab.inference.CLASSICAL_METHODS`` as argparse ``choices``, read on first use, so that
+    building the parser (``--help``, ``--version``, other commands) does not import torch."""
+
+    def _names(self) -> tuple[str, ...]:
+        from kspacelab.inference import CLASSICAL_METHODS
+
+        return tuple(CLASSICAL_METHODS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -47,9 +63,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from kspacelab.inference import reconstruct_dataset, reconstruct_with_checkpoint
+    from kspacelab.inference import reconstruct_dataset, reconstruct_with_bundle, reconstruct_with_checkpoint
 
-    if args.checkpoint is not None:
+    if args.workers > 1 and args.method is None:
+        raise KspacelabError("--workers applies to --method reconstructions only")
+    if (args.time_budget is not None or args.strict) and args.bundle is None:
+        raise KspacelabError("--time-budget and --strict apply to --bundle reconstructions only")
+    if args.bundle is not None:
+        summary, decisions = reconstruct_with_bundle(
+            args.data,
+            args.out,
+            args.bundle,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            device=args.device,
+            crop=args.crop,
+            progress=not args.quiet,
+            time_budget=args.time_budget,
+            strict=args.strict,
+        )
+        counts: dict[str, int] = {}
+        for decision in decisions:
+            counts[decision.expert] = counts.get(decision.expert, 0) + 1
+        print("volumes per expert: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+        if args.time_budget is not None:
+            verdict = "within" if summary.seconds <= args.time_budget else "OVER"
+            print(f"total {summary.seconds:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
+        what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
+        print(f"routing: {args.out / 'routing.json'}")
+    elif args.checkpoint is not None:
         summary = reconstruct_with_checkpoint(
             args.data,
             args.out,
@@ -63,14 +105,20 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         what = f"checkpoint {args.checkpoint.name}" + (" + flip TTA" if args.tta else "")
     else:
         if args.tta:
-            raise KspacelabError("--tta applies to --checkpoint reconstructions only")
+            raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
         summary = reconstruct_dataset(
-            args.data, args.out, method=args.method, crop=args.crop, progress=not args.quiet
+            args.data,
+            args.out,
+            method=args.method,
+            crop=args.crop,
+            progress=not args.quiet,
+            workers=args.workers,
         )
         what = args.method
     print(
         f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {what} into {args.out} "
-        f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s)"
+        f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s, "
+        f"{summary.seconds / max(summary.slices, 1):.3f} s/slice)"
     )
     return 0
 
@@ -94,6 +142,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kspacelab.demo import run_demo
 
+    if args.moe:
+        from kspacelab.demo import run_moe_demo
+
+        run_moe_demo(Path(args.out), seed=args.seed, progress=not args.quiet, recipe=args.config)
+        return 0
     run_demo(Path(args.out), seed=args.seed, progress=not args.quiet, config=args.config)
     return 0
 
@@ -140,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "train_args",
         nargs=argparse.REMAINDER,
-        help="--config FILE [--run-dir DIR] [--seed N] [--ckpt_path CKPT] [--print_config] [--section.key VALUE]",
+        help="--config FILE [--run-dir DIR] [--seed N] [--ckpt_path CKPT] [--print_config] [--section.key VALUE]; "
+        "or --bundle RECIPE --run-dir DIR [--section.key VALUE] to train a mixture of experts",
     )
     train.set_defaults(func=_cmd_train)
 
@@ -156,14 +210,37 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument(
         "--checkpoint", type=Path, help="trained model: kspacelab train checkpoint or fastMRI VarNet weights"
     )
-    how.add_argument("--method", choices=("zero-filled", "grappa"), help="classical reconstruction method")
-    rec.add_argument("--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint only)")
+    how.add_argument(
+        "--method",
+        choices=_ClassicalMethods(),
+        help="classical reconstruction method",
+    )
+    how.add_argument(
+        "--bundle", type=Path, help="mixture of experts: a bundle manifest (YAML/JSON) routing each volume"
+    )
+    rec.add_argument(
+        "--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint or bundle only)"
+    )
+    rec.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --bundle: warn when the projected total time exceeds SECONDS (the challenge allowed 3600)",
+    )
+    rec.add_argument("--strict", action="store_true", help="with --time-budget: stop instead of warning")
     rec.add_argument(
         "--batch-size", type=_positive_int, default=1, help="slices per forward pass (default: 1)"
     )
     rec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rec.add_argument(
         "--crop", type=_positive_int, default=None, help="output size (default: label size or 384)"
+    )
+    rec.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="with --method: reconstruct slices in N worker processes (default: 1, in this process)",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_cmd_reconstruct)
@@ -196,7 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="training recipe for the VarNet experts (default: configs/demo_varnet.yaml of the checkout)",
+        help="training recipe for the VarNet experts (default: configs/demo.yaml of the checkout); "
+        "with --moe the bundle recipe (default: configs/demo_moe.yaml)",
+    )
+    demo.add_argument(
+        "--moe",
+        action="store_true",
+        help="mixture of experts instead: train four experts and an anatomy classifier, route the leaderboard, "
+        "compare with a single model",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)

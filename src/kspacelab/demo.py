@@ -1,7 +1,7 @@
 """``kspacelab demo``: the main job end to end on the embedded synthetic dataset.
 
 Steps: simulate the ``demo`` preset (SNU layout); train one small VarNet per acceleration (experts, as the top
-SNU teams did) with ``configs/demo_varnet.yaml`` through ``kspacelab train``; reconstruct the leaderboard with
+SNU teams did) with ``configs/demo.yaml`` through ``kspacelab train``; reconstruct the leaderboard with
 zero-filling, GRAPPA and the trained models; score each with the exact leaderboard SSIM; write ``report.md``,
 ``results.json`` and PNG figures. Simulated data and trained models are reused when a later run asks for the
 same ones.
@@ -36,9 +36,10 @@ LEARNED = "varnet"
 UNTRAINED = "varnet untrained (GRAPPA start)"
 ACCELERATIONS = (4, 8)
 #: The demo's training recipe; ``kspacelab demo --config`` takes another.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo_varnet.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+#: The bundle recipe of ``kspacelab demo --moe``.
+DEMO_MOE_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "demo_moe.yaml"
 _MARKER = "kspacelab-demo.json"
-_RUN_MARKER = "kspacelab-demo-run.json"
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,8 @@ def _train_expert(
     Returns:
         the best checkpoint (by validation leaderboard SSIM).
     """
-    from kspacelab.training import train_main
+    from kspacelab.training.bundle import train_or_reuse
 
-    best = run_dir / "checkpoints" / "best.ckpt"
-    marker = run_dir / _RUN_MARKER
-    wanted = {
-        "config": config.read_text(),
-        "data": json.loads((data / _MARKER).read_text()),
-        "acceleration": acceleration,
-        "overrides": list(overrides),
-    }
-    if best.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted:
-        print(f"reusing the trained acc{acceleration} model in {run_dir}")
-        return best
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     argv = [
         "--config",
         str(config),
@@ -107,12 +95,9 @@ def _train_expert(
         *overrides,
     ]
     start = time.perf_counter()
-    print(f"training the acc{acceleration} VarNet: kspacelab train {' '.join(argv)}")
-    train_main(argv)
-    if not best.is_file():
-        raise KspacelabError(f"{run_dir}: training ended without a best checkpoint (no validation ran?)")
-    marker.write_text(json.dumps(wanted))
-    print(f"trained the acc{acceleration} VarNet in {time.perf_counter() - start:.0f} s")
+    data_description = json.loads((data / _MARKER).read_text())
+    best = train_or_reuse(argv, config, run_dir, f"the acc{acceleration} VarNet", extra=data_description)
+    print(f"acc{acceleration} VarNet ready in {time.perf_counter() - start:.0f} s")
     return best
 
 
@@ -300,3 +285,107 @@ def run_demo(
     print(table)
     print(f"\nreport: {report}  (total {time.perf_counter() - start:.0f} s)")
     return DemoResult(out=out, results=results, seconds_per_slice=seconds_per_slice, report=report)
+
+
+# ----------------------------------------------------------------------------------------------------
+# kspacelab demo --moe
+# ----------------------------------------------------------------------------------------------------
+def _classifier_validation(run_dir: Path) -> dict[str, float]:
+    """Validation metrics of the classifier's best epoch (highest ``val/score``) from its CSV log."""
+    import csv
+
+    rows = []
+    for log in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        with open(log) as fh:
+            rows += [r for r in csv.DictReader(fh) if r.get("val/score")]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: float(r["val/score"]))
+    return {key: float(best[f"val/{key}"]) for key in ("accuracy", "slice_accuracy", "loss")}
+
+
+def run_moe_demo(
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    preset: SimulationPreset | str = "demo",
+    recipe: Path | None = None,
+    train_overrides: Sequence[str] = (),
+) -> dict[str, LeaderboardResult]:
+    """``kspacelab demo --moe``: train a bundle of experts and a classifier, route the leaderboard, compare.
+
+    Trains the members of ``recipe`` (default :data:`DEMO_MOE_RECIPE`) with ``kspacelab train --bundle`` into
+    ``out/moe`` (manifest ``out/moe/bundle.yaml``), reconstructs the demo leaderboard with the bundle
+    (``out/recon/moe``, routing in ``out/recon/moe/routing.json``) and with the recipe's fallback model alone
+    (the single-model baseline, ``out/recon/single``), evaluates both and writes ``out/moe_report.md`` and
+    ``out/moe_results.json``.
+
+    Returns:
+        method -> leaderboard result (``single model``, ``mixture``).
+    """
+    from kspacelab.inference import reconstruct_with_bundle
+    from kspacelab.models.moe import read_bundle
+    from kspacelab.training.bundle import train_bundle
+
+    start = time.perf_counter()
+    recipe = DEMO_MOE_RECIPE if recipe is None else Path(recipe)
+    if not recipe.is_file():
+        raise KspacelabError(f"{recipe}: bundle recipe not found")
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = PRESETS[preset] if isinstance(preset, str) else preset
+    data = _prepare_data(out, seed, resolved, progress)
+    leaderboard = data / "leaderboard"
+    manifest = train_bundle(recipe, out / "moe", ["--data.root", str(data), *train_overrides], progress)
+    bundle = read_bundle(manifest)
+    if bundle.fallback is None:
+        raise KspacelabError(f"{recipe}: the demo needs a 'fallback' member (the single-model baseline)")
+
+    recon = out / "recon"
+    single = reconstruct_with_checkpoint(leaderboard, recon / "single", bundle.fallback, progress=progress)
+    mixture, decisions = reconstruct_with_bundle(leaderboard, recon / "moe", manifest, progress=progress)
+    results = {
+        "single model": evaluate_leaderboard(leaderboard, recon / "single", progress=progress),
+        "mixture": evaluate_leaderboard(leaderboard, recon / "moe", progress=progress),
+    }
+    seconds = {
+        "single model": single.seconds / max(single.slices, 1),
+        "mixture": mixture.seconds / max(mixture.slices, 1),
+    }
+    correct = sum(d.anatomy == formats.anatomy_from_name(Path(d.file).name) for d in decisions)
+    per_expert: dict[str, int] = {}
+    for d in decisions:
+        per_expert[d.expert] = per_expert.get(d.expert, 0) + 1
+    classifier = _classifier_validation(out / "moe" / "classifier") if bundle.classifier else {}
+    table = results_table(results, seconds)
+    lines = [
+        "# kspacelab demo --moe",
+        "",
+        f"Bundle `{manifest}` trained from `{recipe.name}`; single model = the recipe's fallback (same recipe, "
+        "all the data, as many steps as the experts together).",
+        "",
+        table,
+        "",
+        f"- routing: {correct} of {len(decisions)} leaderboard volumes got the anatomy of their file name; "
+        + ", ".join(f"{name} {n}" for name, n in sorted(per_expert.items())),
+    ]
+    if classifier:
+        lines.append(
+            f"- anatomy classifier on the validation split (best epoch): volume accuracy "
+            f"{classifier['accuracy']:.3f}, slice accuracy {classifier['slice_accuracy']:.3f}"
+        )
+    report = "\n".join(lines) + "\n"
+    (out / "moe_report.md").write_text(report)
+    payload = {
+        "seed": seed,
+        "recipe": str(recipe),
+        "bundle": str(manifest),
+        "methods": {m: {**r.to_json_dict(), "seconds_per_slice": seconds[m]} for m, r in results.items()},
+        "routing_correct": correct,
+        "routing_total": len(decisions),
+        "classifier_validation": classifier,
+    }
+    (out / "moe_results.json").write_text(json.dumps(payload, indent=2))
+    print()
+    print(report)
+    print(f"report: {out / 'moe_report.md'}  (total {time.perf_counter() - start:.0f} s)")
+    return results

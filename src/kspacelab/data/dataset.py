@@ -28,9 +28,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from kspacelab import formats, masks
+from kspacelab import formats, masks, metrics
+from kspacelab.data.augment import augment_from_config, mask_augment_from_config
 from kspacelab.data.transforms import VarNetSample, VarNetTransform
-from kspacelab.errors import DataFormatError
+from kspacelab.errors import DataFormatError, KspacelabError
 
 __all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
 
@@ -117,6 +118,8 @@ class SliceDataset(Dataset[VarNetSample]):
         sample_rate: float = 1.0,
         seed: int = 0,
         layout: Layout = "snu",
+        mask_accelerations: Sequence[int] | None = None,
+        volume_max_area: bool = False,
     ) -> None:
         """Args:
         volumes: SNU volumes (:func:`kspacelab.formats.discover_folder`), or NYU files wrapped as
@@ -126,6 +129,10 @@ class SliceDataset(Dataset[VarNetSample]):
         sample_rate: fraction of volumes kept (a deterministic random subset drawn with ``seed``).
         seed: seed of the volume subset.
         layout: ``"snu"`` (k-space + image file pairs) or ``"nyu"`` (one fastMRI file per volume).
+        volume_max_area: fill ``max_area`` with the volume's largest foreground area (targets read once per
+            volume and worker, then cached), for the area-weighted loss.
+        mask_accelerations: list every slice once per acceleration given (e.g. ``[4, 8]``: each slice is
+            trained with an acc4 and an acc8 mask every epoch); None: once, with its own mask.
 
         Slice counts, shapes and ``max`` are read once here; no file stays open.
         """
@@ -140,9 +147,17 @@ class SliceDataset(Dataset[VarNetSample]):
         self.layout: Layout = layout
         reader = _snu_info if layout == "snu" else _nyu_info
         self.volumes: list[_VolumeInfo] = [reader(v) for v in _sample_volumes(volumes, sample_rate, seed)]
+        self.volume_max_area = volume_max_area
+        self._max_area: dict[int, float] = {}
+        self.mask_accelerations = [int(a) for a in mask_accelerations] if mask_accelerations else None
         self.items: list[tuple[int, int]] = [
             (vi, s) for vi, info in enumerate(self.volumes) for s in range(info.num_slices)
         ]
+        if self.mask_accelerations:
+            self._item_acc: list[int | None] = [a for _ in self.items for a in self.mask_accelerations]
+            self.items = [item for item in self.items for _ in self.mask_accelerations]
+        else:
+            self._item_acc = [None] * len(self.items)
 
     @classmethod
     def from_folder(
@@ -233,7 +248,16 @@ class SliceDataset(Dataset[VarNetSample]):
             stack.append(k)
         return np.concatenate(stack, axis=0), file_mask
 
-    def __getitem__(self, index: int) -> VarNetSample:
+    def __getitem__(self, key: int | tuple[int, int]) -> VarNetSample:
+        """Sample ``key``: an index, or ``(index, epoch)`` as :class:`ShapeGroupedBatchSampler` yields for
+        training (the epoch selects the slice's mask draw and augmentation, in any worker)."""
+        if isinstance(key, tuple):
+            index, epoch = key
+            set_epoch = getattr(self.transform, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
+        else:
+            index = key
         vi, s = self.items[index]
         info = self.volumes[vi]
         vol = info.volume
@@ -252,7 +276,20 @@ class SliceDataset(Dataset[VarNetSample]):
             slice_num=s,
             anatomy=vol.anatomy,
             acceleration=vol.acceleration,
-        )
+            mask_acceleration=self._item_acc[index],
+        )._replace(max_area=self._volume_max_area(vi) if self.volume_max_area else 0.0)
+
+    def _volume_max_area(self, vi: int) -> float:
+        """Largest leaderboard-foreground area over the volume's targets (0.0 without targets or anatomy)."""
+        if vi not in self._max_area:
+            info = self.volumes[vi]
+            vol = info.volume
+            area = 0.0
+            if info.layout == "snu" and vol.image_path is not None and vol.anatomy in ("brain", "knee"):
+                labels = formats.read_image_volume(vol.image_path, "image_label")
+                area = float(max(int(metrics.foreground_mask(label, vol.anatomy).sum()) for label in labels))
+            self._max_area[vi] = area
+        return self._max_area[vi]
 
 
 class ShapeGroupedBatchSampler:
@@ -278,6 +315,7 @@ class ShapeGroupedBatchSampler:
         drop_last: bool = False,
         num_replicas: int | None = None,
         rank: int | None = None,
+        with_epoch: bool = False,
     ) -> None:
         """Args:
         shapes: one hashable shape key per dataset item (:meth:`SliceDataset.shape_keys`).
@@ -285,6 +323,8 @@ class ShapeGroupedBatchSampler:
         shuffle: shuffle within groups and the order of the batches.
         seed: base seed of the shuffling.
         drop_last: drop incomplete batches of each group and the batches left over by the rank split.
+        with_epoch: yield ``(index, epoch)`` pairs instead of indices (training: the dataset then draws the
+            slice's mask and augmentation for that epoch).
         num_replicas, rank: DDP world size and rank; default to torch.distributed's when it is
             initialised, else 1 and 0.
         """
@@ -310,6 +350,8 @@ class ShapeGroupedBatchSampler:
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.epoch = 0
+        self.with_epoch = with_epoch
+        self._skip: tuple[int, int] | None = None
 
     @property
     def sampler(self) -> ShapeGroupedBatchSampler:
@@ -338,7 +380,11 @@ class ShapeGroupedBatchSampler:
             return total // self.num_replicas
         return math.ceil(total / self.num_replicas)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def skip_once(self, epoch: int, batches: int) -> None:
+        """Resume mid-epoch: the next iteration of ``epoch`` starts after its first ``batches`` batches."""
+        self._skip = (int(epoch), int(batches))
+
+    def __iter__(self) -> Iterator[list[Any]]:
         batches = self._all_batches()
         needed = self._per_rank(len(batches)) * self.num_replicas
         if needed > len(batches) and batches:
@@ -346,7 +392,14 @@ class ShapeGroupedBatchSampler:
             batches = (batches * repeats)[:needed]
         else:
             batches = batches[:needed]
-        yield from batches[self.rank :: self.num_replicas]
+        mine = batches[self.rank :: self.num_replicas]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            mine = mine[self._skip[1] :]
+            self._skip = None
+        if self.with_epoch:
+            yield from ([(i, self.epoch) for i in batch] for batch in mine)
+        else:
+            yield from mine
 
     def __len__(self) -> int:
         return self._per_rank(len(self._all_batches()))
@@ -397,6 +450,9 @@ class SnuDataModule(pl.LightningDataModule):
         merge_val_into_train: bool = False,
         only_anatomies: list[str] | None = None,
         only_accelerations: list[int] | None = None,
+        augment: dict[str, Any] | None = None,
+        mask_augment: dict[str, Any] | None = None,
+        both_accelerations: bool = False,
         seed: int = 0,
     ) -> None:
         """Args:
@@ -416,6 +472,13 @@ class SnuDataModule(pl.LightningDataModule):
         only_accelerations: keep only volumes whose file acceleration (``accN`` in the name) is listed,
             e.g. ``[8]``; for experts per acceleration. Not to be confused with ``accelerations``, the
             parameter of ``mask_type``.
+        augment: MRAugment settings for the training split (:func:`kspacelab.data.augment.augment_from_config`:
+            ``schedule``, ``params`` per anatomy, ``upsample``); None for none. The epoch reaches the
+            workers with every index (``(index, epoch)`` pairs from the training sampler).
+        mask_augment: mask augmentation for the training split
+            (:func:`kspacelab.data.augment.mask_augment_from_config`: ``kinds`` with weights, ``schedule``,
+            ``exclude_organiser_offset``, ``center_fractions``); None for none.
+        both_accelerations: train every slice with an acc4 and an acc8 mask each epoch.
         seed: seed of the volume subsets, the training order and the training mask RNG.
         """
         super().__init__()
@@ -429,11 +492,27 @@ class SnuDataModule(pl.LightningDataModule):
         self.root = root
         self.only_anatomies = list(only_anatomies) if only_anatomies is not None else None
         self.only_accelerations = list(only_accelerations) if only_accelerations is not None else None
+        self.augment_config = dict(augment) if augment else None
+        try:  # validate now: a bad key fails before any data is read
+            augment_from_config(self.augment_config)
+        except (TypeError, ValueError) as err:
+            raise KspacelabError(f"data.augment: {err}") from None
+        self.mask_augment_config = dict(mask_augment) if mask_augment else None
+        try:
+            mask_augment_from_config(self.mask_augment_config)
+        except (TypeError, ValueError) as err:
+            raise KspacelabError(f"data.mask_augment: {err}") from None
+        self.both_accelerations = both_accelerations
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mask_type = mask_type
         self.center_fractions = list(center_fractions) if center_fractions is not None else [0.08]
         self.accelerations = list(accelerations) if accelerations is not None else [4]
+        if mask_type is not None:
+            try:  # validate the mask settings now, as one line, before any data is read
+                masks.create_mask_for_mask_type(mask_type, self.center_fractions, self.accelerations)
+            except (TypeError, ValueError) as err:
+                raise KspacelabError(f"data.mask_type {mask_type!r}: {err}") from None
         self.use_file_mask = use_file_mask
         self.crop_height = dict(crop_height) if crop_height else None
         self.num_adj_slices = num_adj_slices
@@ -444,6 +523,8 @@ class SnuDataModule(pl.LightningDataModule):
         self.seed = seed
         self.train_dataset: SliceDataset | None = None
         self.val_dataset: SliceDataset | None = None
+        #: ``(epoch, batches)`` already trained when resuming mid-epoch (set by :class:`ExactResume`).
+        self.resume_position: tuple[int, int] | None = None
 
     def _volumes(self, split: str) -> list[formats.Volume]:
         folder = Path(self.root) / split
@@ -474,6 +555,10 @@ class SnuDataModule(pl.LightningDataModule):
             use_file_mask=self.use_file_mask,
             crop_height=self.crop_height,
             seed_from_fname=not train,
+            augment=augment_from_config(self.augment_config, self.seed) if train else None,
+            num_adj_slices=self.num_adj_slices,
+            mask_seed=self.seed if train else None,
+            mask_augment=mask_augment_from_config(self.mask_augment_config, self.seed) if train else None,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -488,15 +573,29 @@ class SnuDataModule(pl.LightningDataModule):
             if self.merge_val_into_train:
                 train_volumes += self._volumes(self.val_split)
             self.train_dataset = SliceDataset(
-                train_volumes, self._transform(train=True), self.num_adj_slices, self.sample_rate, self.seed
+                train_volumes,
+                self._transform(train=True),
+                self.num_adj_slices,
+                self.sample_rate,
+                self.seed,
+                mask_accelerations=[4, 8] if self.both_accelerations else None,
+                volume_max_area=True,
             )
 
     def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[VarNetSample]:
         if dataset is None:
             raise RuntimeError("call setup('fit') (or setup('validate')) before asking for a dataloader")
         sampler = ShapeGroupedBatchSampler(
-            dataset.shape_keys(), self.batch_size, shuffle=train, seed=self.seed, drop_last=False
+            dataset.shape_keys(),
+            self.batch_size,
+            shuffle=train,
+            seed=self.seed,
+            drop_last=False,
+            with_epoch=train,
         )
+        if train and self.resume_position is not None:
+            sampler.skip_once(*self.resume_position)
+            self.resume_position = None
         return DataLoader(
             dataset,
             batch_sampler=sampler,

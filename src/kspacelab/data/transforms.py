@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from kspacelab import masks, physics
+from kspacelab.data.augment import MaskAugment, MRAugment, stable_seed
 
 __all__ = ["DEFAULT_CROP_SIZE", "VarNetSample", "VarNetTransform", "crop_readout"]
 
@@ -47,6 +48,8 @@ class VarNetSample(NamedTuple):
             back to the volume's nominal acceleration; 0 when neither is known.
         fname: the volume's file name, e.g. ``"brain_acc4_1.h5"``.
         slice_num: index of the (centre) slice in the volume.
+        max_area: largest leaderboard-foreground area (pixels) over the slices of the volume, for the
+            ``sqrt(area / max_area)`` loss weight; 0.0 when not computed (the loss then uses the batch maximum).
     """
 
     masked_kspace: torch.Tensor
@@ -59,6 +62,7 @@ class VarNetSample(NamedTuple):
     acceleration: int
     fname: str
     slice_num: int
+    max_area: float = 0.0
 
 
 def crop_readout(kspace: torch.Tensor, height: int) -> torch.Tensor:
@@ -103,6 +107,10 @@ class VarNetTransform:
         use_file_mask: bool = True,
         crop_height: Mapping[str, int] | None = None,
         seed_from_fname: bool = False,
+        augment: MRAugment | None = None,
+        num_adj_slices: int = 1,
+        mask_seed: int | None = None,
+        mask_augment: MaskAugment | None = None,
     ) -> None:
         """Args:
         mask_func: callable ``(shape, offset=None, seed=None) -> (mask, num_low_frequencies)``; needed
@@ -111,6 +119,14 @@ class VarNetTransform:
         crop_height: optional image-domain height per anatomy, e.g. ``{"brain": 384, "knee": 416}``;
             anatomies not listed are not cropped.
         seed_from_fname: seed ``mask_func`` from the file name (deterministic validation masks).
+        augment: MRAugment applied to the fully sampled k-space before the readout crop and the mask (training);
+            the target is then recomputed as the RSS of the augmented k-space (centre slice), centre-cropped.
+        num_adj_slices: adjacent slices stacked along the coil axis (locates the centre slice's coils).
+        mask_seed: draw ``mask_func`` masks from a seed derived from ``(mask_seed, epoch, file name, slice)``
+            (training: a new mask every epoch, independent of workers and of where a run was resumed); None
+            uses the mask function's own RNG state.
+        mask_augment: replaces the slice's mask (the file's or ``mask_func``'s) by a drawn one with the
+            schedule's probability (training).
         """
         if not use_file_mask and mask_func is None:
             raise ValueError("use_file_mask=False needs a mask_func")
@@ -122,6 +138,19 @@ class VarNetTransform:
         self.use_file_mask = use_file_mask
         self.crop_height: dict[str, int] = {str(k): int(v) for k, v in heights.items()}
         self.seed_from_fname = seed_from_fname
+        self.augment = augment
+        self.num_adj_slices = int(num_adj_slices)
+        self.mask_seed = mask_seed
+        self.mask_augment = mask_augment
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch the next samples belong to (mask draws with ``mask_seed``, MRAugment)."""
+        self.epoch = int(epoch)
+        if self.augment is not None:
+            self.augment.set_epoch(epoch)
+        if self.mask_augment is not None:
+            self.mask_augment.set_epoch(epoch)
 
     def output_height(self, height: int, anatomy: str) -> int:
         """Readout height ``H`` of ``masked_kspace`` for an input of ``height`` rows and ``anatomy``."""
@@ -144,12 +173,45 @@ class VarNetTransform:
         extra = getattr(self.mask_func, "accelerations", None) or []
         return sorted({*masks.SUPPORTED_ACCELERATIONS, *(int(a) for a in extra)})
 
-    def _line_mask(self, shape: Sequence[int], file_mask: np.ndarray | None, fname: str) -> np.ndarray:
+    def _line_mask(
+        self,
+        shape: Sequence[int],
+        file_mask: np.ndarray | None,
+        fname: str,
+        slice_num: int,
+        mask_acceleration: int | None = None,
+    ) -> np.ndarray:
+        line = self._base_line_mask(shape, file_mask, fname, slice_num)
+        width = int(shape[-2])
+        if mask_acceleration is None and self.mask_augment is None:
+            return line
+        try:
+            own_acc = masks.estimate_acceleration(line, self._supported_accelerations())
+        except ValueError:
+            own_acc = None
+        acc = mask_acceleration or own_acc
+        if acc is None:
+            return line
+        if self.mask_augment is not None:
+            drawn = self.mask_augment.draw(width, int(acc), fname, slice_num)
+            if drawn is not None:
+                return np.asarray(drawn, dtype=bool)
+        if mask_acceleration is not None and own_acc != mask_acceleration:
+            return masks.snu_mask(width, int(mask_acceleration))  # the other acceleration's organiser mask
+        return line
+
+    def _base_line_mask(
+        self, shape: Sequence[int], file_mask: np.ndarray | None, fname: str, slice_num: int
+    ) -> np.ndarray:
         if self.use_file_mask and file_mask is not None:
             return masks.as_line_mask(file_mask)
         if self.mask_func is None:
             raise ValueError(f"{fname}: the file has no mask and no mask_func was given")
-        seed = tuple(map(ord, fname)) if self.seed_from_fname else None
+        seed: Any = None
+        if self.seed_from_fname:
+            seed = tuple(map(ord, fname))
+        elif self.mask_seed is not None:
+            seed = stable_seed(self.mask_seed, self.epoch, fname, slice_num)
         drawn, _ = self.mask_func(shape, seed=seed)
         return masks.as_line_mask(drawn)
 
@@ -163,6 +225,7 @@ class VarNetTransform:
         slice_num: int,
         anatomy: str = "",
         acceleration: int | None = None,
+        mask_acceleration: int | None = None,
     ) -> VarNetSample:
         """Build the sample of one slice.
 
@@ -176,6 +239,8 @@ class VarNetTransform:
             slice_num: (centre) slice index.
             anatomy: ``"brain"``/``"knee"`` (selects ``crop_height``) or ``""``.
             acceleration: the volume's nominal acceleration, used when the mask's cannot be estimated.
+            mask_acceleration: train this slice with a mask of this acceleration (``both_accelerations``): a
+                drawn mask with ``mask_augment``, else the organiser mask of that acceleration.
 
         Raises:
             ValueError: bad shapes, no mask available, or a crop height that would cut into the target.
@@ -195,6 +260,11 @@ class VarNetTransform:
             target_t = torch.zeros(crop_size, dtype=torch.float32)
 
         kspace_t = torch.from_numpy(np.ascontiguousarray(k, dtype=np.complex64))
+        augmented = False
+        if self.augment is not None and target is not None:
+            before = kspace_t
+            kspace_t = self.augment(kspace_t, anatomy, fname, int(slice_num))
+            augmented = kspace_t is not before
         out_height = self.output_height(height, anatomy)
         if out_height < height:
             if out_height < crop_size[0]:
@@ -209,7 +279,18 @@ class VarNetTransform:
                 )
             kspace_t = crop_readout(kspace_t, out_height)
 
-        line = self._line_mask((coils, out_height, width, 2), file_mask, fname)
+        if augmented:  # the target of the augmented pair: RSS of the centre slice's augmented coil images
+            per_slice = coils // self.num_adj_slices
+            centre = kspace_t[
+                self.num_adj_slices // 2 * per_slice : (self.num_adj_slices // 2 + 1) * per_slice
+            ]
+            target_t = physics.center_crop(
+                physics.rss_complex(physics.ifft2c(centre), dim=0), crop_size
+            ).float()
+
+        line = self._line_mask(
+            (coils, out_height, width, 2), file_mask, fname, int(slice_num), mask_acceleration
+        )
         if line.shape[0] != width:
             raise ValueError(f"{fname}: mask has {line.shape[0]} lines but kspace has W={width}")
         start, stop = masks.center_block(line)

@@ -10,12 +10,16 @@ from typing import Any
 
 import torch
 
+from kspacelab.models.classifier import AnatomyClassifier
+from kspacelab.models.promptmr import PromptMR
 from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
 __all__ = [
     "MODEL_REGISTRY",
+    "AnatomyClassifier",
     "NormUnet",
+    "PromptMR",
     "SensitivityModel",
     "Unet",
     "VarNet",
@@ -26,6 +30,8 @@ __all__ = [
 #: Model name -> class; configuration files refer to models by these names.
 MODEL_REGISTRY: dict[str, type[torch.nn.Module]] = {
     "varnet": VarNet,
+    "anatomy_classifier": AnatomyClassifier,
+    "promptmr": PromptMR,
 }
 
 

@@ -29,10 +29,17 @@ from kspacelab.metrics import (
 )
 from kspacelab.models import MODEL_REGISTRY, build_model
 
-__all__ = ["MONITOR", "ReconModule", "warmup_cosine_lr"]
+__all__ = [
+    "MONITOR",
+    "OptimizerName",
+    "ReconModule",
+    "SchedulerName",
+    "configure_optimization",
+    "warmup_cosine_lr",
+]
 
 OptimizerName = Literal["adamw", "adam", "nadam"]
-SchedulerName = Literal["none", "cosine", "step", "exponential"]
+SchedulerName = Literal["none", "cosine", "step", "exponential", "linear_constant_step"]
 
 #: Metric that selects the best checkpoint (maximised).
 MONITOR = "val/ssim"
@@ -42,7 +49,7 @@ _OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "nadam": torch.optim.NAdam,
 }
-_SCHEDULERS = ("none", "cosine", "step", "exponential")
+_SCHEDULERS = ("none", "cosine", "step", "exponential", "linear_constant_step")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,6 +73,18 @@ def warmup_cosine_lr(
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def linear_constant_step_lr(
+    step: int, warmup_steps: int, plateau_end: int, step_steps: int, gamma: float
+) -> float:
+    """Factor of the base rate after ``step`` optimiser steps: ``(step + 1) / warmup_steps`` during the warm-up,
+    1 until ``plateau_end``, then ``gamma ** floor((step - plateau_end) / step_steps)``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step < plateau_end:
+        return 1.0
+    return float(gamma ** ((step - plateau_end) // step_steps))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Lightning module
 # ----------------------------------------------------------------------------------------------------
@@ -82,6 +101,8 @@ class ReconModule(L.LightningModule):
     values, as the leaderboard's total).
     """
 
+    monitor = MONITOR
+
     def __init__(
         self,
         model_name: str = "varnet",
@@ -96,6 +117,7 @@ class ReconModule(L.LightningModule):
         min_lr: float = 0.0,
         step_size: int = 11,
         gamma: float = 0.3,
+        constant_epochs: float = 0.0,
     ) -> None:
         """Args:
         model_name: a name of :data:`kspacelab.models.MODEL_REGISTRY` (``"varnet"``, ...).
@@ -108,11 +130,15 @@ class ReconModule(L.LightningModule):
         weight_decay: weight decay of the optimiser (decoupled for AdamW).
         scheduler: ``"none"``; ``"cosine"`` (linear warmup over ``warmup_epochs``, then cosine to ``min_lr``,
             updated every optimiser step); ``"step"`` (``StepLR(step_size, gamma)`` per epoch);
-            ``"exponential"`` (``ExponentialLR(gamma)`` per epoch).
-        warmup_epochs: warmup length of ``"cosine"`` in epochs (may be fractional; 0 for none).
+            ``"exponential"`` (``ExponentialLR(gamma)`` per epoch); ``"linear_constant_step"`` (linear warm-up
+            over ``warmup_epochs``, constant for ``constant_epochs``, then x ``gamma`` every ``step_size``
+            epochs; per optimiser step: sMaRtIfy's Linear -> Constant -> Step sequence).
+        warmup_epochs: warmup length of ``"cosine"`` and ``"linear_constant_step"`` in epochs (may be
+            fractional; 0 for none).
         min_lr: final learning rate of ``"cosine"``.
         step_size: epochs between decays of ``"step"``.
-        gamma: decay factor of ``"step"`` and ``"exponential"``.
+        gamma: decay factor of ``"step"``, ``"exponential"`` and ``"linear_constant_step"``.
+        constant_epochs: constant phase of ``"linear_constant_step"`` (epochs after the warm-up).
 
         Raises:
             KspacelabError: an unknown model/optimiser/scheduler name, a bad value, or model arguments the
@@ -176,12 +202,22 @@ class ReconModule(L.LightningModule):
         )
         return torch.where(max_value > 0, max_value, fallback)
 
+    @staticmethod
+    def _volume_max_area(batch: VarNetSample) -> torch.Tensor | None:
+        """The batch's per-volume foreground maxima ``(B,)``, or None when any is unknown (0)."""
+        value = getattr(batch, "max_area", None)
+        if value is None:
+            return None
+        areas = torch.as_tensor(value, device=batch.target.device).reshape(-1).to(batch.target.dtype)
+        return areas if bool((areas > 0).all()) else None
+
     def compute_loss(self, output: torch.Tensor, batch: VarNetSample) -> torch.Tensor:
         """Training loss of a batch: masked ``1 - SSIM`` (optionally area-weighted) + ``l1_weight`` x L1.
 
         The L1 term is ``mean(|output - target|) / max_value`` per slice, averaged over the batch (scale-free,
         like the SSIM). ``max_area`` (volume maximum of the foreground area) is taken from the batch when the
-        data pipeline provides it; otherwise :func:`~kspacelab.metrics.masked_ssim_loss` uses the batch maximum.
+        data pipeline provides it (the training set does); otherwise :func:`~kspacelab.metrics.masked_ssim_loss`
+        uses the batch maximum.
         """
         output = output.float()  # the SSIM of half-precision outputs is computed in float32 anyway
         target = batch.target.float()
@@ -193,7 +229,7 @@ class ReconModule(L.LightningModule):
             data_range,
             mask,
             area_weighted=self.hparams["area_weighted_loss"],
-            max_area=getattr(batch, "max_area", None),
+            max_area=self._volume_max_area(batch),
         )
         l1_weight = float(self.hparams["l1_weight"])
         if l1_weight > 0:
@@ -260,47 +296,69 @@ class ReconModule(L.LightningModule):
         self._val_records = []
 
     # -- optimisation -----------------------------------------------------------------------------------
-    def _steps_per_epoch(self) -> int:
-        trainer = self.trainer
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches) and hasattr(trainer, "fit_loop"):
-            # With max_steps and no max_epochs, estimated_stepping_batches does not load the train loader.
-            trainer.fit_loop.setup_data()
-            batches = trainer.num_training_batches
-        if not math.isfinite(batches):
-            raise KspacelabError("model.scheduler 'cosine' needs a training set of known length")
-        return max(1, math.ceil(int(batches) / max(1, int(trainer.accumulate_grad_batches))))
-
     def configure_optimizers(self) -> Any:
-        """The optimiser and its scheduler: ``cosine`` steps every optimiser step, ``step``/``exponential``
-        every epoch; the cosine length is ``trainer.estimated_stepping_batches``."""
-        hp = self.hparams
-        optimizer = _OPTIMIZERS[hp["optimizer"]](
-            self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]
-        )
-        name = hp["scheduler"]
-        if name == "none":
-            return optimizer
-        scheduler: torch.optim.lr_scheduler.LRScheduler
-        if name == "cosine":
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            warmup = min(total, round(float(hp["warmup_epochs"]) * self._steps_per_epoch()))
-            min_ratio = float(hp["min_lr"]) / float(hp["lr"])
+        """The optimiser and scheduler named in the hyper-parameters (:func:`configure_optimization`)."""
+        return configure_optimization(self)
 
-            def factor(step: int) -> float:
-                return warmup_cosine_lr(step, 1.0, warmup, total, min_ratio)
 
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            interval = "step"
-        elif name == "step":
-            scheduler = torch.optim.lr_scheduler.StepLR(
-                optimizer, step_size=hp["step_size"], gamma=hp["gamma"]
-            )
-            interval = "epoch"
-        else:
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp["gamma"])
-            interval = "epoch"
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},
-        }
+# ----------------------------------------------------------------------------------------------------
+# Optimisation (shared by every kspacelab Lightning module)
+# ----------------------------------------------------------------------------------------------------
+def _steps_per_epoch(trainer: L.Trainer) -> int:
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches) and hasattr(trainer, "fit_loop"):
+        # With max_steps and no max_epochs, estimated_stepping_batches does not load the train loader.
+        trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise KspacelabError("model.scheduler 'cosine' needs a training set of known length")
+    return max(1, math.ceil(int(batches) / max(1, int(trainer.accumulate_grad_batches))))
+
+
+def configure_optimization(module: L.LightningModule) -> Any:
+    """Optimiser and scheduler from ``module.hparams``: ``optimizer``, ``lr``, ``weight_decay``, ``scheduler``,
+    ``warmup_epochs``, ``min_lr``, ``step_size``, ``gamma`` (the arguments of :class:`ReconModule`).
+
+    ``cosine`` steps every optimiser step (its length is ``trainer.estimated_stepping_batches``),
+    ``step``/``exponential`` every epoch.
+    """
+    hp = module.hparams
+    optimizer = _OPTIMIZERS[hp["optimizer"]](
+        module.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]
+    )
+    name = hp["scheduler"]
+    if name == "none":
+        return optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if name == "cosine":
+        total = max(1, int(module.trainer.estimated_stepping_batches))
+        warmup = min(total, round(float(hp["warmup_epochs"]) * _steps_per_epoch(module.trainer)))
+        min_ratio = float(hp["min_lr"]) / float(hp["lr"])
+
+        def factor(step: int) -> float:
+            return warmup_cosine_lr(step, 1.0, warmup, total, min_ratio)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        interval = "step"
+    elif name == "linear_constant_step":
+        per_epoch = _steps_per_epoch(module.trainer)
+        warmup = round(float(hp["warmup_epochs"]) * per_epoch)
+        plateau_end = warmup + round(float(hp.get("constant_epochs", 0.0)) * per_epoch)
+        step_steps = max(1, int(hp["step_size"]) * per_epoch)
+        gamma = float(hp["gamma"])
+
+        def sequence(step: int) -> float:
+            return linear_constant_step_lr(step, warmup, plateau_end, step_steps, gamma)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, sequence)
+        interval = "step"
+    elif name == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp["step_size"], gamma=hp["gamma"])
+        interval = "epoch"
+    else:
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp["gamma"])
+        interval = "epoch"
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1},
+    }

@@ -1,0 +1,31 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import TINY
+from kspacelab.data.synthetic import simulate_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread() -> Iterator[None]:
+    """One intra-op thread per test process: `make test` runs two processes on two cores, and two OpenMP
+    threads per process on a shared 2-core machine can be several times slower (tiny models especially)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TINY synthetic dataset (SNU layout), simulated once per test process. Tests must not modify it
+    (copy what you change)."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    simulate_dataset(root, preset=TINY, progress=False)
+    return root

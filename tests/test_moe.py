@@ -1,0 +1,340 @@
+"""Mixtures of experts: anatomy classifier training, bundle manifests, routing, `reconstruct --bundle`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from helpers import TINY
+from kspacelab import formats
+from kspacelab.cli import main
+from kspacelab.errors import KspacelabError
+from kspacelab.masks import random_offset_mask
+from kspacelab.models import AnatomyClassifier
+from kspacelab.models.classifier import classify_volume, normalise_images
+from kspacelab.models.moe import read_bundle, write_bundle
+from kspacelab.training import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_VARNET = "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"
+TINY_CLASSIFIER = [
+    "--model.model_kwargs",
+    "{chans: 4, num_blocks: 2, image_size: 32}",
+    "--data.image_size",
+    "32",
+    "--model.lr",
+    "0.01",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "classifier"
+    args = [
+        "train",
+        "--config",
+        str(REPO / "configs" / "anatomy_classifier.yaml"),
+        "--data.root",
+        str(tiny_root),
+    ]
+    args += [*TINY_CLASSIFIER, "--trainer.max_epochs", "10", "--data.batch_size", "4", "--run-dir", str(run)]
+    args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    assert main(args) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def bundle_run(tiny_root: Path, classifier_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle recipe trained with `kspacelab train --bundle`: acc4/acc8 experts for brain, one knee expert."""
+    folder = tmp_path_factory.mktemp("bundle")
+    recipe = folder / "recipe.yaml"
+    varnet = REPO / "configs" / "demo.yaml"
+    steps = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"]
+    recipe.write_text(
+        json.dumps(
+            {
+                "classifier": {
+                    "config": str(REPO / "configs" / "anatomy_classifier.yaml"),
+                    "args": [*TINY_CLASSIFIER, "--trainer.max_epochs", "10", "--data.batch_size", "4"],
+                },
+                "experts": [
+                    {
+                        "name": "brain_acc4",
+                        "anatomy": "brain",
+                        "acc": 4,
+                        "config": str(varnet),
+                        "args": steps,
+                    },
+                    {
+                        "name": "brain_acc8",
+                        "anatomy": "brain",
+                        "acc": 8,
+                        "config": str(varnet),
+                        "args": steps,
+                    },
+                    {"name": "knee_any", "anatomy": "knee", "config": str(varnet), "args": steps},
+                ],
+            }
+        )
+    )
+    run = folder / "run"
+    argv = ["train", "--bundle", str(recipe), "--run-dir", str(run), "--data.root", str(tiny_root)]
+    argv += ["--model.model_kwargs", TINY_VARNET, "--trainer.enable_progress_bar", "false"]
+    assert main(argv) == 0
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_shapes_and_scale_invariance() -> None:
+    torch.manual_seed(0)
+    model = AnatomyClassifier(chans=4, num_blocks=2, image_size=32).eval()
+    images = torch.rand(3, 50, 40)
+    logits = model(images)
+    assert logits.shape == (3, 2) and logits.dtype == torch.float32
+    torch.testing.assert_close(model(images * 1e-4), logits)  # intensity scale is divided out
+    normalised = normalise_images(images, 32)
+    assert normalised.shape == (3, 1, 32, 32) and torch.allclose(normalised.flatten(1).amax(1), torch.ones(3))
+    anatomy, probability = classify_volume(model, images)
+    assert anatomy in ("brain", "knee") and 0.5 <= probability <= 1.0
+    with pytest.raises(ValueError, match="classifier size"):
+        AnatomyClassifier(num_blocks=6, image_size=32)
+
+
+def test_classifier_trains_with_kspacelab_train(classifier_run: Path, tiny_root: Path) -> None:
+    model, info = load_model(classifier_run / "checkpoints" / "best.ckpt")
+    assert isinstance(model, AnatomyClassifier) and info["model_name"] == "anatomy_classifier"
+    rows = (next((classifier_run / "logs").glob("version_*/metrics.csv"))).read_text().splitlines()
+    header = rows[0].split(",")
+    assert {"val/accuracy", "val/slice_accuracy", "val/loss", "train/loss"} <= set(header)
+    # the trained classifier gets the anatomy of every validation volume right
+    for volume in formats.discover_folder(tiny_root / "val", split="val", require_images=True):
+        assert volume.image_path is not None
+        images = torch.from_numpy(formats.read_image_volume(volume.image_path, "image_grappa"))
+        assert classify_volume(model, images)[0] == volume.anatomy, volume.name
+
+
+# ------------------------------------------------------------------------------------------------- bundles
+
+
+def _fake_checkpoints(folder: Path, names: list[str]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in names:
+        paths[name] = folder / f"{name}.ckpt"
+        paths[name].write_bytes(b"weights")
+    return paths
+
+
+def test_bundle_manifest_validation(tmp_path: Path) -> None:
+    ck = _fake_checkpoints(tmp_path / "ck", ["b4", "b8", "k", "clf", "fb"])
+    experts = [
+        {"name": "b4", "anatomy": "brain", "acc": 4, "mask_rule": "any", "checkpoint": ck["b4"]},
+        {"name": "b8", "anatomy": "brain", "acc": 8, "mask_rule": "any", "checkpoint": ck["b8"]},
+    ]
+    # knee routes are missing: a clear error naming the route, unless a fallback is named
+    path = write_bundle(tmp_path / "bundle.yaml", experts, classifier=ck["clf"])
+    with pytest.raises(KspacelabError, match="no expert for route anatomy=knee acc=4") as err:
+        read_bundle(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    path = write_bundle(tmp_path / "bundle.yaml", experts, classifier=ck["clf"], fallback=ck["fb"])
+    bundle = read_bundle(path)
+    assert bundle.route("knee", 4, "organiser") is None and bundle.route("brain", 8, "other").name == "b8"  # type: ignore[union-attr]
+    assert "ck/b4.ckpt" in path.read_text()  # relative paths
+    # the most specific expert wins; equally specific overlapping experts are refused
+    full = [*experts, {"name": "k", "anatomy": "knee", "checkpoint": ck["k"]}]
+    helper = {"name": "b4h", "anatomy": "brain", "acc": 4, "mask_rule": "other", "checkpoint": ck["b4"]}
+    bundle = read_bundle(write_bundle(tmp_path / "b2.json", [*full, helper], classifier=ck["clf"]))
+    assert (
+        bundle.route("brain", 4, "other").name == "b4h" and bundle.route("brain", 4, "organiser").name == "b4"
+    )  # type: ignore[union-attr]
+    assert bundle.route("knee", 8, "other").name == "k"  # type: ignore[union-attr]
+    clash = {"name": "k2", "anatomy": "knee", "checkpoint": ck["k"]}
+    with pytest.raises(KspacelabError, match="both serve"):
+        read_bundle(write_bundle(tmp_path / "b3.yaml", [*full, clash], classifier=ck["clf"]))
+    # anatomy-specific experts need a classifier unless the file names are trusted
+    with pytest.raises(KspacelabError, match="classifier"):
+        read_bundle(write_bundle(tmp_path / "b4.yaml", full))
+    assert read_bundle(write_bundle(tmp_path / "b5.yaml", full, anatomy_source="filename")).needs_anatomy
+    # missing files and bad fields
+    (tmp_path / "ck" / "k.ckpt").unlink()
+    with pytest.raises(KspacelabError, match=r"k\.ckpt not found"):
+        read_bundle(tmp_path / "b5.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experts:\n  - {name: x, anatomy: liver, checkpoint: ck/b4.ckpt}\n")
+    with pytest.raises(KspacelabError, match="anatomy must be"):
+        read_bundle(bad)
+
+
+def _leaderboard_with_redrawn_masks(src: Path, dst: Path, names: set[str]) -> None:
+    """Copy a leaderboard; for ``names`` re-draw the mask as a random-offset mask (never the organiser's)."""
+    shutil.copytree(src, dst)
+    rng = np.random.default_rng(0)
+    for group in ("acc4", "acc8"):
+        acc = int(group[3:])
+        for path in (dst / group / "kspace").glob("*.h5"):
+            if path.name not in names:
+                continue
+            with h5py.File(path, "r+") as f:
+                width = f["kspace"].shape[-1]
+                mask = random_offset_mask(width, acc, rng, exclude_organiser_offset=True)
+                full = f["kspace"][()]
+                del f["kspace"], f["mask"]
+                f["kspace"] = full * mask
+                f["mask"] = mask.astype(np.float32)
+
+
+def test_reconstruct_with_bundle_routes_and_writes_routing(
+    bundle_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = bundle_run / "bundle.yaml"
+    bundle = read_bundle(manifest)
+    assert [e.name for e in bundle.experts] == ["brain_acc4", "brain_acc8", "knee_any"]
+    assert bundle.classifier is not None
+    # add helper experts for brain masks that do not follow the organiser rule
+    helpers = "".join(
+        f"- name: brain_helper{acc}\n  anatomy: brain\n  acc: {acc}\n  mask_rule: other\n"
+        f"  checkpoint: brain_acc{acc}/checkpoints/best.ckpt\n"
+        for acc in (4, 8)
+    )
+    text = manifest.read_text().replace("experts:\n", "experts:\n" + helpers, 1)
+    helper_manifest = bundle_run / "bundle_helpers.yaml"
+    helper_manifest.write_text(text)
+    leaderboard = tmp_path / "lb"
+    brain_files = {p.name for p in (tiny_root / "leaderboard" / "acc4" / "kspace").glob("brain_*.h5")}
+    _leaderboard_with_redrawn_masks(tiny_root / "leaderboard", leaderboard, brain_files)
+
+    out = tmp_path / "rec"
+    argv = ["reconstruct", "--data", str(leaderboard), "--out", str(out), "--bundle", str(helper_manifest)]
+    assert main([*argv, "--quiet", "--time-budget", "3600"]) == 0
+    printed = capsys.readouterr().out
+    assert "volumes per expert:" in printed and "within the time budget" in printed
+    routing = json.loads((out / "routing.json").read_text())
+    files = sorted(
+        str(p.relative_to(leaderboard)).replace("/kspace", "") for p in leaderboard.rglob("kspace/*.h5")
+    )
+    assert sorted(r["file"] for r in routing) == files
+    for r in routing:
+        assert set(r) == {"file", "anatomy", "anatomy_probability", "acc", "mask_rule", "expert"}
+        group, name = r["file"].split("/")
+        assert r["acc"] == int(group[3:])
+        assert r["anatomy"] == formats.anatomy_from_name(name)  # the classifier got it right
+        if name in brain_files:
+            assert r["mask_rule"] == "other" and r["expert"] == f"brain_helper{r['acc']}"
+        else:
+            assert r["mask_rule"] == "organiser"
+            assert r["expert"] == ("knee_any" if name.startswith("knee") else f"brain_{group}")
+        recon = formats.read_reconstruction(out / r["file"])
+        assert recon.dtype == np.float32 and recon.ndim == 3
+
+
+def test_bundle_time_budget_strict_and_bad_options(
+    bundle_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "reconstruct",
+        "--data",
+        str(tiny_root / "leaderboard"),
+        "--bundle",
+        str(bundle_run / "bundle.yaml"),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "a"), "--quiet", "--time-budget", "1e-6"]) == 0
+    assert "warning: time budget: projected" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "b"), "--quiet", "--time-budget", "1e-6", "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--strict" in err and len(err.splitlines()) == 1
+    assert main([*argv, "--out", str(tmp_path / "c"), "--time-budget", "-1"]) == 2
+    capsys.readouterr()
+    code = main(
+        [
+            "reconstruct",
+            "--data",
+            str(tiny_root / "leaderboard"),
+            "--out",
+            str(tmp_path / "d"),
+            "--method",
+            "grappa",
+            "--time-budget",
+            "10",
+        ]
+    )
+    assert code == 2 and "--bundle" in capsys.readouterr().err
+    missing = tmp_path / "missing.yaml"
+    missing.write_text((bundle_run / "bundle.yaml").read_text().replace("knee_any/checkpoints", "nowhere"))
+    assert (
+        main(
+            [
+                "reconstruct",
+                "--data",
+                str(tiny_root / "leaderboard"),
+                "--out",
+                str(tmp_path / "e"),
+                "--bundle",
+                str(missing),
+            ]
+        )
+        == 2
+    )
+    assert "not found" in capsys.readouterr().err
+
+
+def test_demo_moe_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kspacelab.demo import run_moe_demo
+
+    overrides = [
+        "--model.model_kwargs",
+        TINY_VARNET,
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
+    results = run_moe_demo(tmp_path / "demo", seed=1, progress=False, preset=TINY, train_overrides=overrides)
+    printed = capsys.readouterr().out
+    assert set(results) == {"single model", "mixture"} and "| mixture |" in printed
+    manifest = tmp_path / "demo" / "moe" / "bundle.yaml"
+    bundle = read_bundle(manifest)
+    assert {(e.anatomy, e.acc) for e in bundle.experts} == {(a, r) for a in ("brain", "knee") for r in (4, 8)}
+    assert bundle.classifier is not None and bundle.fallback is not None
+    payload = json.loads((tmp_path / "demo" / "moe_results.json").read_text())
+    for method in ("single model", "mixture"):
+        assert 0.0 < payload["methods"][method]["total"] < 1.0
+    assert payload["routing_total"] == len(
+        json.loads((tmp_path / "demo" / "recon" / "moe" / "routing.json").read_text())
+    )
+    assert 0.0 <= payload["classifier_validation"]["accuracy"] <= 1.0
+    assert "routing:" in (tmp_path / "demo" / "moe_report.md").read_text()
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*moe*.yaml")))
+def test_bundle_recipes_parse_and_cover_every_route(recipe: str, tmp_path: Path) -> None:
+    from kspacelab.models.moe import ANY, Bundle, ExpertSpec
+    from kspacelab.training.bundle import read_recipe
+
+    members, source = read_recipe(REPO / "configs" / recipe)
+    experts = [m for m in members if m.role == "expert"]
+    specs = tuple(ExpertSpec(m.name, m.anatomy, m.acc, m.mask_rule, tmp_path) for m in experts)
+    has_fallback = any(m.role == "fallback" for m in members)
+    bundle = Bundle(tmp_path / recipe, specs, anatomy_source=source)
+    for route in bundle.all_routes():
+        assert bundle.route(*route) is not None or has_fallback, route
+    assert any(m.role == "classifier" for m in members) or all(e.anatomy == ANY for e in experts)
+    # every member's training command line parses (route restrictions and extra args included)
+    from kspacelab.data.augment import mask_augment_from_config
+
+    for member in members:
+        argv = ["train", "--config", str(member.config), *member.route_args(), *member.args, "--print_config"]
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0, member.name
+        if "--data.mask_augment" in member.args:
+            raw = member.args[member.args.index("--data.mask_augment") + 1]
+            assert mask_augment_from_config(yaml.safe_load(raw)) is not None

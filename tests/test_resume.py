@@ -1,0 +1,144 @@
+"""Exact resume: a training run killed with SIGKILL and restarted with the same command ends with bitwise the
+same weights as an uninterrupted run (random masks, MRAugment, an epoch boundary and validation included)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kspacelab.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 12  # the tiny train split has 8 slices: the run crosses one epoch boundary (and a validation)
+
+
+def _command(root: Path, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "kspacelab.cli", "train",
+        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--data.root", str(root),
+        "--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}",
+        "--data.use_file_mask", "false", "--data.mask_type", "random", "--data.accelerations", "[4, 8]",
+        "--data.center_fractions", "[0.08, 0.04]",
+        "--data.augment", "{schedule: {strength: 0.5, kind: constant}}",
+        "--trainer.max_steps", str(STEPS), "--trainer.limit_val_batches", "2",
+        "--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false",
+        "--save_every_n_steps", "1", "--seed", "7",
+        "--run-dir", str(run_dir),
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["global_step"])
+    except Exception:  # not there yet
+        return -1
+
+
+def test_kill_and_rerun_gives_bitwise_identical_weights(tiny_root: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    done = subprocess.run(
+        _command(tiny_root, reference), env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    last = run / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        _command(tiny_root, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 240
+    while _step(last) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = _step(last)
+    assert 3 <= killed_at < STEPS, f"the run was not killed mid-way (last checkpoint at step {killed_at})"
+
+    again = subprocess.run(_command(tiny_root, run), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from" in again.stdout
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["global_step"] == b["global_step"] == STEPS
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, f"weights differ after resuming from step {killed_at}: {different[:5]}"
+    for key in ("optimizer_states", "lr_schedulers"):
+        assert repr(a[key]) == repr(b[key])
+
+
+def test_rerun_of_a_different_model_into_the_same_folder_is_refused(tiny_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(tiny_root)]
+    base += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--run-dir", str(run)]
+    tiny = ["--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"]
+    assert main([*base, *tiny]) == 0
+    other = ["--model.model_kwargs", "{num_cascades: 1, chans: 6, sens_chans: 2, pools: 2, sens_pools: 2}"]
+    assert main([*base, *other]) == 2
+
+
+def test_staged_recipe_carries_the_weights_over(tiny_root: Path, tmp_path: Path) -> None:
+    """Stage 2 starts from stage 1's final weights: with a zero learning rate it ends exactly there."""
+    config = REPO / "configs" / "demo.yaml"
+    recipe = tmp_path / "staged.yaml"
+    recipe.write_text(
+        f"stages:\n"
+        f"  - {{name: one, config: {config}, args: ['--trainer.max_steps', '2']}}\n"
+        f"  - {{name: two, config: {config}, args: ['--trainer.max_steps', '2', '--model.lr', '1e-30',"
+        f" '--model.scheduler', 'none', '--model.weight_decay', '0']}}\n"
+    )
+    run = tmp_path / "staged"
+    argv = ["train", "--stages", str(recipe), "--run-dir", str(run), "--data.root", str(tiny_root)]
+    argv += ["--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"]
+    argv += ["--trainer.limit_val_batches", "1", "--quiet", "--use-val-for-final"]
+    assert main(argv) == 0
+    one = torch.load(run / "one" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    two = torch.load(run / "two" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(one[k], two[k], rtol=0, atol=1e-20) for k in one)
+    saved = (run / "two" / "config.yaml").read_text()
+    assert "merge_val_into_train: true" in saved and "init_weights:" in saved
+    assert main(argv) == 0  # a second run reuses both finished stages
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*_stages.yaml")))
+def test_staged_recipes_parse(recipe: str) -> None:
+    from kspacelab.training.stages import read_stages
+
+    stages = read_stages(REPO / "configs" / recipe)
+    assert len(stages) >= 2
+    from kspacelab.data.augment import augment_from_config, mask_augment_from_config
+
+    for _, config, args in stages:
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--config", str(config), *args, "--print_config"])
+        assert exc.value.code == 0
+        for key, build in (
+            ("--data.augment", augment_from_config),
+            ("--data.mask_augment", mask_augment_from_config),
+        ):
+            if key in args:
+                assert build(yaml.safe_load(args[args.index(key) + 1])) is not None
+
+
+def test_linear_constant_step_schedule() -> None:
+    from kspacelab.training.module import linear_constant_step_lr
+
+    factors = [
+        linear_constant_step_lr(s, warmup_steps=4, plateau_end=10, step_steps=5, gamma=0.5) for s in range(22)
+    ]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4:10] == [1.0] * 6
+    assert factors[10:15] == [1.0] * 5 and factors[15:20] == [0.5] * 5 and factors[20:] == [0.25] * 2
