@@ -62,7 +62,7 @@ TINY_TRAINING = [
 def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
     out = capsys.readouterr().out
-    methods = ("zero-filled", "grappa", "varnet untrained (GRAPPA start)", "varnet")
+    methods = ("zero-filled", "grappa", "sense", "cs", "varnet untrained (GRAPPA start)", "varnet")
     for method in methods:
         assert f"| {method} |" in out
     assert "acc4: varnet" in out and "acc8: varnet" in out  # the verdict lines

@@ -315,9 +315,11 @@ def test_demo_moe_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*moe*.yaml")))
-def test_bundle_recipes_parse_and_cover_every_route(recipe: str, tmp_path: Path) -> None:
+def test_bundle_recipes_parse_and_cover_every_route(
+    recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kspacelab.models.moe import ANY, Bundle, ExpertSpec
-    from kspacelab.training.bundle import read_recipe
+    from kspacelab.training.bundle import config_args, read_recipe
 
     members, source = read_recipe(REPO / "configs" / recipe)
     experts = [m for m in members if m.role == "expert"]
@@ -327,14 +329,20 @@ def test_bundle_recipes_parse_and_cover_every_route(recipe: str, tmp_path: Path)
     for route in bundle.all_routes():
         assert bundle.route(*route) is not None or has_fallback, route
     assert any(m.role == "classifier" for m in members) or all(e.anatomy == ANY for e in experts)
-    # every member's training command line parses (route restrictions and extra args included)
+    # every member's training command line parses (config files, route restrictions and extra args included);
+    # experts of "other" masks (helpers) train with mask augmentation, experts of organiser masks without
     from kspacelab.data.augment import mask_augment_from_config
 
     for member in members:
-        argv = ["train", "--config", str(member.config), *member.route_args(), *member.args, "--print_config"]
+        argv = ["train", *config_args(member.configs), *member.route_args(), *member.args, "--print_config"]
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 0, member.name
-        if "--data.mask_augment" in member.args:
-            raw = member.args[member.args.index("--data.mask_augment") + 1]
-            assert mask_augment_from_config(yaml.safe_load(raw)) is not None
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        augment = mask_augment_from_config(resolved["data"].get("mask_augment"))
+        if member.mask_rule == "other":
+            assert augment is not None and augment.schedule.probability(1000) > 0, member.name
+        elif member.mask_rule == "organiser":
+            assert augment is None, member.name
+        if member.role == "expert" and member.anatomy != ANY:
+            assert resolved["data"]["only_anatomies"] == [member.anatomy]

@@ -64,7 +64,7 @@ def test_staged_recipe_trains_one_step_per_stage(recipe: str, tiny_root: Path, t
     argv += [
         "--data.root",
         str(tiny_root),
-        *_tiny_overrides(stages[0][1]),
+        *_tiny_overrides(stages[0][1][0]),
         "--trainer.max_steps",
         "1",
         *COMMON,
@@ -72,3 +72,44 @@ def test_staged_recipe_trains_one_step_per_stage(recipe: str, tiny_root: Path, t
     assert main(argv) == 0
     for name, _, _ in stages:
         assert (tmp_path / "run" / name / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_helper_variant_composes_with_the_model_recipe(tiny_root: Path, tmp_path: Path) -> None:
+    """configs/snu2025_smartify_helper.yaml on top of the sMaRtIfy recipe: same model, mask augmentation on."""
+    model, helper = CONFIGS / "snu2025_promptmr_smartify.yaml", CONFIGS / "snu2025_smartify_helper.yaml"
+    argv = ["train", "--config", str(model), "--config", str(helper), "--data.root", str(tiny_root)]
+    argv += [*_tiny_overrides(model), "--trainer.max_steps", "2", "--run-dir", str(tmp_path / "run"), *COMMON]
+    assert main(argv) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"]["mask_augment"] == yaml.safe_load(helper.read_text())["data"]["mask_augment"]
+    assert saved["model"]["lr"] == yaml.safe_load(model.read_text())["model"]["lr"]
+
+
+def test_recipe_members_take_a_list_of_configs_and_report_bad_ones(tmp_path: Path) -> None:
+    from kspacelab.errors import KspacelabError
+    from kspacelab.training.bundle import config_args, read_recipe
+    from kspacelab.training.stages import read_stages
+
+    (tmp_path / "a.yaml").write_text("model: {lr: 0.1}\n")
+    (tmp_path / "b.yaml").write_text("model: {lr: 0.2}\n")
+    stages = tmp_path / "stages.yaml"
+    stages.write_text("stages:\n  - {name: one, config: [a.yaml, b.yaml]}\n  - {config: a.yaml}\n")
+    (one, configs, _), (two, single, _) = read_stages(stages)
+    assert (one, two) == ("one", "stage2")
+    assert configs == (tmp_path / "a.yaml", tmp_path / "b.yaml") and single == (tmp_path / "a.yaml",)
+    assert config_args(configs) == [
+        "--config",
+        str(tmp_path / "a.yaml"),
+        "--config",
+        str(tmp_path / "b.yaml"),
+    ]
+    bundle = tmp_path / "bundle.yaml"
+    for bad, message in (
+        ("[a.yaml, missing.yaml]", "config missing.yaml not found"),
+        ("[]", "needs a 'config'"),
+        ("{x: 1}", "needs a 'config'"),
+    ):
+        bundle.write_text(f"experts:\n  - {{name: e, config: {bad}}}\n")
+        with pytest.raises(KspacelabError, match=message) as err:
+            read_recipe(bundle)
+        assert str(bundle) in str(err.value) and "\n" not in str(err.value)

@@ -115,15 +115,16 @@ def test_staged_recipe_carries_the_weights_over(tiny_root: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*_stages.yaml")))
 def test_staged_recipes_parse(recipe: str) -> None:
+    from kspacelab.training.bundle import config_args
     from kspacelab.training.stages import read_stages
 
     stages = read_stages(REPO / "configs" / recipe)
     assert len(stages) >= 2
     from kspacelab.data.augment import augment_from_config, mask_augment_from_config
 
-    for _, config, args in stages:
+    for _, configs, args in stages:
         with pytest.raises(SystemExit) as exc:
-            main(["train", "--config", str(config), *args, "--print_config"])
+            main(["train", *config_args(configs), *args, "--print_config"])
         assert exc.value.code == 0
         for key, build in (
             ("--data.augment", augment_from_config),

@@ -2,8 +2,8 @@
 
 Steps: simulate the ``demo`` preset (SNU layout); train one small VarNet per acceleration (experts, as the top
 SNU teams did) with ``configs/demo.yaml`` through ``kspacelab train``; reconstruct the leaderboard with
-zero-filling, GRAPPA and the trained models; score each with the exact leaderboard SSIM; write ``report.md``,
-``results.json`` and PNG figures. Simulated data and trained models are reused when a later run asks for the
+zero-filling, GRAPPA, SENSE, compressed sensing and the trained models; score each with the exact leaderboard
+SSIM; write ``report.md``, ``results.json`` and PNG figures. Simulated data and trained models are reused when a later run asks for the
 same ones.
 """
 
@@ -31,8 +31,10 @@ from kspacelab.inference import (
 )
 from kspacelab.report import ComparisonRow, comparison_grid, image_panel, results_table
 
-CLASSICAL_DEMO_METHODS = ("zero-filled", "grappa")
+CLASSICAL_DEMO_METHODS = ("zero-filled", "grappa", "sense", "cs")
 LEARNED = "varnet"
+#: The methods of the comparison figure (SENSE is left out: its images look like CS's at this size).
+FIGURE_METHODS = ("zero-filled", "grappa", "cs", LEARNED)
 UNTRAINED = "varnet untrained (GRAPPA start)"
 ACCELERATIONS = (4, 8)
 #: The demo's training recipe; ``kspacelab demo --config`` takes another.
@@ -96,7 +98,7 @@ def _train_expert(
     ]
     start = time.perf_counter()
     data_description = json.loads((data / _MARKER).read_text())
-    best = train_or_reuse(argv, config, run_dir, f"the acc{acceleration} VarNet", extra=data_description)
+    best = train_or_reuse(argv, [config], run_dir, f"the acc{acceleration} VarNet", extra=data_description)
     print(f"acc{acceleration} VarNet ready in {time.perf_counter() - start:.0f} s")
     return best
 
@@ -256,7 +258,7 @@ def run_demo(
 
     figures = out / "figures"
     comparison = comparison_grid(
-        _comparison_rows(leaderboard, recon, (*CLASSICAL_DEMO_METHODS, LEARNED)), figures / "comparison.png"
+        _comparison_rows(leaderboard, recon, FIGURE_METHODS), figures / "comparison.png"
     )
     preview = _dataset_preview(data, figures / "dataset.png")
     table = results_table(results, seconds_per_slice) + "\n\n" + _verdict(results)

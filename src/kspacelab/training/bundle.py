@@ -9,6 +9,8 @@ A bundle recipe (YAML) lists what to train; config paths are relative to the rec
       - ...
     fallback: {config: demo.yaml, args: []}      # optional: one model on all the data
 
+``config`` may also be a list of files, applied in order as repeated ``--config`` options (later files override
+earlier ones), e.g. ``[snu2025_promptmr_smartify.yaml, snu2025_smartify_helper.yaml]`` for a "helper" expert.
 Each member is one ``kspacelab train`` run in ``RUN_DIR/<name>/``. An expert's data are restricted to its route
 (``--data.only_anatomies [brain] --data.only_accelerations [4]``; ``any`` keeps everything); its ``args`` follow
 (e.g. the mask-augmentation settings of a "helper" expert, ``mask_rule: other``). Extra command-line arguments
@@ -31,7 +33,15 @@ import yaml
 from kspacelab.errors import KspacelabError
 from kspacelab.models.moe import ANATOMIES, ANY, MASK_RULES, read_bundle, write_bundle
 
-__all__ = ["BundleMember", "load_recipe", "read_recipe", "train_bundle", "train_or_reuse"]
+__all__ = [
+    "BundleMember",
+    "config_args",
+    "load_recipe",
+    "read_recipe",
+    "recipe_configs",
+    "train_bundle",
+    "train_or_reuse",
+]
 
 _RUN_MARKER = "kspacelab-run.json"
 
@@ -42,7 +52,7 @@ class BundleMember:
 
     name: str
     role: str  # "expert" | "classifier" | "fallback"
-    config: Path
+    configs: tuple[Path, ...]  # applied in order (repeated --config)
     args: tuple[str, ...]
     anatomy: str = ANY
     acc: int | str = ANY
@@ -58,12 +68,29 @@ class BundleMember:
         return args
 
 
+def recipe_configs(entry: Any, base: Path, where: str) -> tuple[Path, ...]:
+    """The config files of a recipe entry: ``config`` is one path or a non-empty list of paths, relative to
+    ``base`` (the recipe's folder); one-line errors naming ``where``."""
+    raw = entry.get("config") if isinstance(entry, dict) else None
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise KspacelabError(f"{where}: needs a 'config' (a path relative to the recipe, or a list of them)")
+    configs = []
+    for name in names:
+        config = (base / name).resolve()
+        if not config.is_file():
+            raise KspacelabError(f"{where}: config {name} not found")
+        configs.append(config)
+    return tuple(configs)
+
+
+def config_args(configs: Sequence[Path]) -> list[str]:
+    """``--config FILE`` for every file, in order (later files override earlier ones)."""
+    return [word for config in configs for word in ("--config", str(config))]
+
+
 def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleMember:
-    if not isinstance(entry, dict) or not isinstance(entry.get("config"), str):
-        raise KspacelabError(f"{where}: needs a 'config' (path relative to the recipe)")
-    config = (base / entry["config"]).resolve()
-    if not config.is_file():
-        raise KspacelabError(f"{where}: config {entry['config']} not found")
+    configs = recipe_configs(entry, base, where)
     args = entry.get("args") or []
     if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
         raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
@@ -75,7 +102,7 @@ def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleM
     if rule != ANY and rule not in MASK_RULES:
         raise KspacelabError(f"{where}: mask_rule must be organiser | other | any, got {rule!r}")
     return BundleMember(
-        str(entry.get("name") or name), role, config, tuple(str(a) for a in args), anatomy, acc, rule
+        str(entry.get("name") or name), role, configs, tuple(str(a) for a in args), anatomy, acc, rule
     )
 
 
@@ -123,15 +150,18 @@ def _data_root_args(overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def train_or_reuse(argv: list[str], config: Path, run_dir: Path, label: str, extra: Any = None) -> Path:
-    """``kspacelab train`` with ``argv`` into ``run_dir`` unless a finished run of the same ``argv``, config text
-    and ``extra`` (e.g. a description of the data) is there; returns its best checkpoint. An unfinished run of
-    the same arguments is resumed; any other content of ``run_dir`` is replaced."""
+def train_or_reuse(
+    argv: list[str], configs: Sequence[Path], run_dir: Path, label: str, extra: Any = None
+) -> Path:
+    """``kspacelab train`` with ``argv`` into ``run_dir`` unless a finished run of the same ``argv``, config texts
+    (``configs``, the files ``argv`` names) and ``extra`` (e.g. a description of the data) is there; returns its
+    best checkpoint. An unfinished run of the same arguments is resumed; any other content of ``run_dir`` is
+    replaced."""
     from kspacelab.training.command import BEST_CHECKPOINT, LAST_CHECKPOINT, train_main
 
     checkpoint = run_dir / "checkpoints" / BEST_CHECKPOINT
     marker = run_dir / _RUN_MARKER
-    wanted = {"argv": argv, "config": config.read_text(), "extra": extra}
+    wanted = {"argv": argv, "config": [config.read_text() for config in configs], "extra": extra}
     if checkpoint.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted:
         print(f"reusing {label} in {run_dir}")
         return checkpoint
@@ -171,8 +201,7 @@ def train_bundle(
         member_dir = run_dir / member.name
         extra = _data_root_args(overrides) if member.role == "classifier" else list(overrides)
         argv = [
-            "--config",
-            str(member.config),
+            *config_args(member.configs),
             *member.route_args(),
             *member.args,
             *extra,
@@ -180,7 +209,7 @@ def train_bundle(
             str(member_dir),
             *([] if progress else ["--trainer.enable_progress_bar", "false"]),
         ]
-        checkpoint = train_or_reuse(argv, member.config, member_dir, f"{member.role} {member.name}")
+        checkpoint = train_or_reuse(argv, member.configs, member_dir, f"{member.role} {member.name}")
         best[member.name] = checkpoint
 
     experts = [

@@ -1,6 +1,7 @@
 """``kspacelab train --stages RECIPE``: staged training, each stage starting from the previous stage's weights.
 
-A staged recipe (YAML) lists the stages in order; config paths are relative to the recipe::
+A staged recipe (YAML) lists the stages in order; config paths are relative to the recipe (``config`` may be a
+list of files, applied in order as repeated ``--config``)::
 
     stages:
       - {name: stage1, config: snu2025_promptmr_ej.yaml, args: ["--trainer.max_epochs", "15"]}
@@ -18,27 +19,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kspacelab.errors import KspacelabError
-from kspacelab.training.bundle import load_recipe, train_or_reuse
+from kspacelab.training.bundle import config_args, load_recipe, recipe_configs, train_or_reuse
 
 __all__ = ["read_stages", "train_stages"]
 
 
-def read_stages(path: str | Path) -> list[tuple[str, Path, list[str]]]:
-    """``(name, config, args)`` of every stage of a staged recipe, in order."""
+def read_stages(path: str | Path) -> list[tuple[str, tuple[Path, ...], list[str]]]:
+    """``(name, configs, args)`` of every stage of a staged recipe, in order (``configs`` applied in order)."""
     path = Path(path)
     raw = load_recipe(path, "stages", "staged recipe")
     stages = []
     for i, entry in enumerate(raw["stages"]):
         where = f"{path}: stages[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("config"), str):
-            raise KspacelabError(f"{where}: needs a 'config' (path relative to the recipe)")
-        config = (path.parent / entry["config"]).resolve()
-        if not config.is_file():
-            raise KspacelabError(f"{where}: config {entry['config']} not found")
+        configs = recipe_configs(entry, path.parent, where)
         args = entry.get("args") or []
         if not isinstance(args, list):
             raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
-        stages.append((str(entry.get("name") or f"stage{i + 1}"), config, [str(a) for a in args]))
+        stages.append((str(entry.get("name") or f"stage{i + 1}"), configs, [str(a) for a in args]))
     names = [name for name, _, _ in stages]
     if len(set(names)) != len(names):
         raise KspacelabError(f"{path}: stage names must be unique, got {names}")
@@ -59,14 +56,14 @@ def train_stages(
     run_dir = Path(run_dir)
     previous: Path | None = None
     best = run_dir
-    for name, config, args in read_stages(recipe):
+    for name, configs, args in read_stages(recipe):
         stage_dir = run_dir / name
-        argv = ["--config", str(config), *args, *overrides, "--run-dir", str(stage_dir)]
+        argv = [*config_args(configs), *args, *overrides, "--run-dir", str(stage_dir)]
         if previous is not None:
             argv += ["--init_weights", str(previous)]
         if not progress:
             argv += ["--trainer.enable_progress_bar", "false"]
-        best = train_or_reuse(argv, config, stage_dir, f"stage {name}")
+        best = train_or_reuse(argv, configs, stage_dir, f"stage {name}")
         previous = stage_dir / "checkpoints" / "last.ckpt"
     print(f"final weights: {best}")
     return best
