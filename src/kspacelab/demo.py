@@ -158,10 +158,11 @@ def _verdict(results: dict[str, LeaderboardResult]) -> str:
         if learned is None or any(v is None for v in baselines.values()):
             continue
         best_method, best = max(baselines.items(), key=lambda kv: float(kv[1] or 0.0))
-        verdict = "beats" if learned > float(best or 0.0) else "does NOT beat"
+        margin = learned - float(best or 0.0)
+        verdict = "beats" if margin > 0 else "is below"
         lines.append(
             f"{group}: {LEARNED} {learned:.4f} {verdict} the best classical baseline ({best_method} {best:.4f}) "
-            f"by {learned - float(best or 0.0):+.4f}"
+            f"by {abs(margin):.4f}"
         )
     return "\n".join(f"- {line}" for line in lines)
 

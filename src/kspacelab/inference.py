@@ -458,6 +458,7 @@ def reconstruct_with_bundle(
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     done = 0
     warned = False
+    bar = tqdm(total=total_slices, desc="reconstruct (bundle)", unit="slice", disable=not progress)
     for (group, vol), decision in zip(volumes, decisions, strict=True):
         expert = loaded.bundle.route(decision.anatomy, decision.acc, decision.mask_rule)
         _, model, info = loaded.model_for(expert)
@@ -475,10 +476,11 @@ def reconstruct_with_bundle(
             progress=False,
         )
         done += part.slices
+        bar.update(part.slices)
         elapsed = time.perf_counter() - start
         projected = elapsed / max(done, 1) * total_slices
         if progress:
-            print(
+            bar.write(
                 f"{decision.file}: {decision.anatomy} acc{decision.acc} {decision.mask_rule} -> {decision.expert}"
             )
         if time_budget is not None and projected > time_budget:
@@ -487,10 +489,12 @@ def reconstruct_with_bundle(
                 f"{time_budget:.0f} s ({done}/{total_slices} slices done in {elapsed:.0f} s)"
             )
             if strict:
+                bar.close()
                 raise KspacelabError(message + "; stopped (--strict)")
             if not warned:
-                print(f"warning: {message}")
+                bar.write(f"warning: {message}")
                 warned = True
+    bar.close()
     seconds = time.perf_counter() - start
     _write_routing(out / "routing.json", decisions)
     return ReconstructionSummary(
