@@ -242,6 +242,15 @@ def test_mask_augment_draws_kinds_with_the_slice_acceleration() -> None:
         MaskAugment(kinds={"spiral": 1.0})
     with pytest.raises(ValueError, match="unknown mask_augment keys"):
         mask_augment_from_config({"probability": 1})
+    # anatomies: only knee slices get re-drawn masks (EJ's stage 3); names that do not tell keep their masks
+    knee_only = mask_augment_from_config({"kinds": {"random_offset": 1}, "anatomies": ["knee"]})
+    assert knee_only is not None and knee_only.anatomies == ("knee",)
+    assert knee_only.draw(372, 4, "knee_acc4_3.h5", 0) is not None
+    assert knee_only.draw(396, 4, "brain_acc4_3.h5", 0) is None
+    assert knee_only.draw(372, 4, "file1000001.h5", 0) is None
+    for bad in ([], ["spine"]):
+        with pytest.raises(ValueError, match="anatomies"):
+            mask_augment_from_config({"anatomies": bad})
 
 
 def test_datamodule_mask_augmentation_and_both_accelerations(tiny_root: Path) -> None:
@@ -269,6 +278,24 @@ def test_datamodule_mask_augmentation_and_both_accelerations(tiny_root: Path) ->
     assert all(
         follows_organiser_rule(dm.val_dataset[i].mask.view(-1).numpy()) for i in range(len(dm.val_dataset))
     )
+    # restricted to knee files (EJ's stage 3): knee slices get random-offset masks, brain slices keep theirs
+    knee_only = SnuDataModule(
+        str(tiny_root),
+        mask_augment={
+            "kinds": {"random_offset": 1.0},
+            "exclude_organiser_offset": True,
+            "anatomies": ["knee"],
+        },
+    )
+    knee_only.setup("fit")
+    assert knee_only.train_dataset is not None
+    seen = set()
+    for index in range(len(knee_only.train_dataset)):
+        sample = knee_only.train_dataset[(index, 0)]
+        anatomy = sample.anatomy if isinstance(sample.anatomy, str) else sample.anatomy[0]
+        seen.add(anatomy)
+        assert follows_organiser_rule(sample.mask.view(-1).numpy()) == (anatomy == "brain"), index
+    assert seen == {"brain", "knee"}
 
 
 def test_training_samples_carry_the_volume_max_foreground_area(tiny_root: Path) -> None:

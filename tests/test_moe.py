@@ -332,17 +332,67 @@ def test_bundle_recipes_parse_and_cover_every_route(
     # every member's training command line parses (config files, route restrictions and extra args included);
     # experts of "other" masks (helpers) train with mask augmentation, experts of organiser masks without
     from kspacelab.data.augment import mask_augment_from_config
+    from kspacelab.training.stages import read_stages
 
     for member in members:
-        argv = ["train", *config_args(member.configs), *member.route_args(), *member.args, "--print_config"]
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 0, member.name
-        resolved = yaml.safe_load(capsys.readouterr().out)
-        augment = mask_augment_from_config(resolved["data"].get("mask_augment"))
-        if member.mask_rule == "other":
-            assert augment is not None and augment.schedule.probability(1000) > 0, member.name
-        elif member.mask_rule == "organiser":
-            assert augment is None, member.name
-        if member.role == "expert" and member.anatomy != ANY:
-            assert resolved["data"]["only_anatomies"] == [member.anatomy]
+        words = [*config_args(member.configs), *member.route_args(), *member.args]
+        runs = (
+            [[*config_args(configs), *args, *words] for _, configs, args in read_stages(member.stages)]
+            if member.stages is not None
+            else [words]
+        )
+        for argv in runs:  # one command line per stage
+            with pytest.raises(SystemExit) as exc:
+                main(["train", *argv, "--print_config"])
+            assert exc.value.code == 0, member.name
+            resolved = yaml.safe_load(capsys.readouterr().out)
+            augment = mask_augment_from_config(resolved["data"].get("mask_augment"))
+            if member.mask_rule == "other":
+                assert augment is not None and augment.schedule.probability(1000) > 0, member.name
+            elif member.mask_rule == "organiser":
+                assert augment is None, member.name
+            if member.role == "expert" and member.anatomy != ANY:
+                assert resolved["data"]["only_anatomies"] == [member.anatomy]
+                assert resolved["data"]["only_accelerations"] == [member.acc]
+
+
+def test_bundle_member_trained_in_stages(tiny_root: Path, tmp_path: Path) -> None:
+    """A member with `stages:` runs the staged recipe (the route and extra args apply to every stage); the
+    manifest names the last stage's best checkpoint; a second run reuses every stage."""
+    from kspacelab.training.bundle import read_recipe, train_bundle
+
+    demo = REPO / "configs" / "demo.yaml"
+    (tmp_path / "stages.yaml").write_text(
+        f"stages:\n  - {{name: one, config: {demo}}}\n"
+        f"  - {{name: two, config: {demo}, args: ['--model.lr', '0.0005']}}\n"
+    )
+    (tmp_path / "bundle.yaml").write_text(
+        "anatomy_source: filename\nexperts:\n"
+        "  - {name: all4, anatomy: any, acc: 4, mask_rule: any, stages: stages.yaml}\n"
+        f"  - {{name: all8, anatomy: any, acc: 8, mask_rule: any, config: {demo}}}\n"
+    )
+    members, _ = read_recipe(tmp_path / "bundle.yaml")
+    assert members[0].stages == tmp_path / "stages.yaml" and members[0].configs == ()
+    tiny = [
+        "--model.model_kwargs",
+        TINY_VARNET,
+        "--trainer.max_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+    ]
+    manifest = train_bundle(
+        tmp_path / "bundle.yaml", tmp_path / "run", ["--data.root", str(tiny_root), *tiny], False
+    )
+    bundle = read_bundle(manifest)
+    staged = next(e for e in bundle.experts if e.name == "all4")
+    assert staged.checkpoint == (tmp_path / "run" / "all4" / "two" / "checkpoints" / "best.ckpt").resolve()
+    saved = yaml.safe_load((tmp_path / "run" / "all4" / "two" / "config.yaml").read_text())
+    assert saved["data"]["only_accelerations"] == [4] and saved["model"]["lr"] == 0.0005
+    assert saved["init_weights"] == str(tmp_path / "run" / "all4" / "one" / "checkpoints" / "last.ckpt")
+    before = staged.checkpoint.stat().st_mtime_ns
+    train_bundle(tmp_path / "bundle.yaml", tmp_path / "run", ["--data.root", str(tiny_root), *tiny], False)
+    assert staged.checkpoint.stat().st_mtime_ns == before  # reused
+    (tmp_path / "bad.yaml").write_text("experts:\n  - {name: x, stages: missing.yaml}\n")
+    with pytest.raises(KspacelabError, match=r"staged recipe missing\.yaml not found"):
+        read_recipe(tmp_path / "bad.yaml")

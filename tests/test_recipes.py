@@ -25,7 +25,12 @@ TINY_MODELS: dict[str, dict[str, object]] = {
 
 
 def _training_configs() -> list[str]:
-    return sorted(p.name for p in CONFIGS.glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
+    """Complete training configs (a model name); partial ones that go on top of another are left out."""
+    return sorted(
+        p.name
+        for p in CONFIGS.glob("*.yaml")
+        if "model_name" in ((yaml.safe_load(p.read_text()) or {}).get("model") or {})
+    )
 
 
 def _tiny_overrides(config: Path) -> list[str]:

@@ -113,25 +113,53 @@ def test_staged_recipe_carries_the_weights_over(tiny_root: Path, tmp_path: Path)
     assert main(argv) == 0  # a second run reuses both finished stages
 
 
+def _resolved(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+    """The configuration ``kspacelab train ARGV --print_config`` resolves to."""
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *argv, "--print_config"])
+    assert exc.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*_stages.yaml")))
-def test_staged_recipes_parse(recipe: str) -> None:
+def test_staged_recipes_parse(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from kspacelab.data.augment import augment_from_config, mask_augment_from_config
     from kspacelab.training.bundle import config_args
     from kspacelab.training.stages import read_stages
 
     stages = read_stages(REPO / "configs" / recipe)
     assert len(stages) >= 2
-    from kspacelab.data.augment import augment_from_config, mask_augment_from_config
-
     for _, configs, args in stages:
-        with pytest.raises(SystemExit) as exc:
-            main(["train", *config_args(configs), *args, "--print_config"])
-        assert exc.value.code == 0
-        for key, build in (
-            ("--data.augment", augment_from_config),
-            ("--data.mask_augment", mask_augment_from_config),
-        ):
-            if key in args:
-                assert build(yaml.safe_load(args[args.index(key) + 1])) is not None
+        resolved = _resolved([*config_args(configs), *args], capsys)
+        augment_from_config(resolved["data"]["augment"])  # valid (or None)
+        mask_augment_from_config(resolved["data"]["mask_augment"])
+        assert resolved["model"]["model_name"] == "promptmr"
+
+
+def test_ej_stages_reproduce_the_team_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    """EJ's three stages (SPEC.md section 5 and the team's public scripts): 15 epochs each, cosine restarts at
+    3e-4 / 2e-4 / 1e-4, MRAugment from stage 2, per-anatomy augmentation and knee masks in stage 3."""
+    from kspacelab.data.augment import augment_from_config, mask_augment_from_config
+    from kspacelab.training.bundle import config_args
+    from kspacelab.training.stages import read_stages
+
+    stages = read_stages(REPO / "configs" / "snu2025_ej_stages.yaml")
+    resolved = [_resolved([*config_args(configs), *args], capsys) for _, configs, args in stages]
+    assert [r["trainer"]["max_epochs"] for r in resolved] == [15, 15, 15]
+    assert [r["model"]["lr"] for r in resolved] == [3e-4, 2e-4, 1e-4]
+    assert [r["model"]["warmup_epochs"] for r in resolved] == [1.0, 0.0, 0.0]
+    assert [r["model"]["schedule_epochs"] for r in resolved] == [20, 20, None]
+    assert len({yaml.safe_dump(r["model"]["model_kwargs"]) for r in resolved}) == 1  # one architecture
+    one, two, three = (augment_from_config(r["data"]["augment"]) for r in resolved)
+    assert one is None and two is not None and three is not None
+    assert two.params["default"].weight_flipv == 0.0 and three.params["brain"].weight_flipv == 0.5
+    knee = three.params["knee"]
+    assert all(
+        getattr(knee, f"weight_{t}") == 0 for t in ("fliph", "flipv", "translation", "shear", "scaling")
+    )
+    masks3 = mask_augment_from_config(resolved[2]["data"]["mask_augment"])
+    assert masks3 is not None and masks3.anatomies == ("knee",) and set(masks3.kinds) == {"random_offset"}
+    assert all(mask_augment_from_config(r["data"]["mask_augment"]) is None for r in resolved[:2])
 
 
 def test_linear_constant_step_schedule() -> None:

@@ -283,6 +283,15 @@ def test_cosine_warmup_and_epoch_schedules() -> None:
         assert lrs[step] == pytest.approx(value, rel=1e-9), step
     assert lrs[12] == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.2)) / 2, rel=1e-9)
     assert warmup_cosine_lr(25, 1.0, 10, 20, 0.01) == 0.01
+    # schedule_epochs: a cosine longer than the run (EJ's stage 2: 20 epochs of schedule, stopped after 15)
+    longer = ReconModule(
+        model_kwargs=TINY_MODEL, lr=1.0, warmup_epochs=0, schedule_epochs=4, scheduler="cosine"
+    )
+    lrs, _ = _lrs(longer, steps=15, per_epoch=5)  # the run: 3 epochs = 15 steps; the schedule: 20 steps
+    assert lrs[0] == 1.0 and lrs[10] == pytest.approx(0.5, rel=1e-9)
+    assert lrs[15] == pytest.approx((1 + math.cos(math.pi * 15 / 20)) / 2, rel=1e-9) and lrs[15] > 0.1
+    with pytest.raises(KspacelabError, match="schedule_epochs"):
+        ReconModule(model_kwargs=TINY_MODEL, schedule_epochs=0)
 
     step = ReconModule(model_kwargs=TINY_MODEL, lr=1.0, scheduler="step", step_size=3, gamma=0.5)
     lrs, interval = _lrs(step, steps=7, per_epoch=1)

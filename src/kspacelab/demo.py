@@ -98,7 +98,7 @@ def _train_expert(
     ]
     start = time.perf_counter()
     data_description = json.loads((data / _MARKER).read_text())
-    best = train_or_reuse(argv, [config], run_dir, f"the acc{acceleration} VarNet", extra=data_description)
+    best = train_or_reuse(argv, run_dir, f"the acc{acceleration} VarNet", extra=data_description)
     print(f"acc{acceleration} VarNet ready in {time.perf_counter() - start:.0f} s")
     return best
 

@@ -273,13 +273,15 @@ class MaskAugment:
     ``kinds`` maps a kind of :data:`MASK_AUGMENT_KINDS` to its relative probability. The drawn mask has the
     slice's acceleration; ``organiser`` is :func:`kspacelab.masks.snu_mask`; the variants keep the SNU 8 %
     centre; fastMRI kinds use ``center_fractions[acc]``. ``exclude_organiser_offset`` keeps ``random_offset``
-    draws off the organiser's offset (so "helper" experts never see the organiser mask from it). Draws depend
-    only on ``(seed, epoch, file name, slice)``.
+    draws off the organiser's offset (so "helper" experts never see the organiser mask from it). ``anatomies``
+    restricts the replacement to slices of those anatomies (from the file name; EJ's stage 3 re-drew only the
+    knee masks); ``None`` applies it to every slice. Draws depend only on ``(seed, epoch, file name, slice)``.
     """
 
     kinds: dict[str, float] = field(default_factory=lambda: {"random_offset": 1.0})
     schedule: AugmentSchedule = field(default_factory=lambda: AugmentSchedule(strength=1.0, kind="constant"))
     exclude_organiser_offset: bool = False
+    anatomies: tuple[str, ...] | None = None
     center_fractions: dict[int, float] = field(default_factory=lambda: {4: 0.08, 8: 0.04})
     seed: int = 0
     epoch: int = 0
@@ -290,10 +292,19 @@ class MaskAugment:
             raise ValueError(f"unknown mask kinds {unknown}; known: {list(MASK_AUGMENT_KINDS)}")
         if not self.kinds or any(w < 0 for w in self.kinds.values()) or sum(self.kinds.values()) <= 0:
             raise ValueError(f"mask kinds need non-negative weights with a positive sum, got {self.kinds}")
+        if self.anatomies is not None and (
+            not self.anatomies or not set(self.anatomies) <= {"brain", "knee"}
+        ):
+            raise ValueError(
+                f"mask_augment.anatomies must list brain and/or knee, got {list(self.anatomies)}"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """The current training epoch (selects the schedule's probability and reseeds the draws)."""
         self.epoch = int(epoch)
+
+    def _applies_to(self, fname: str) -> bool:
+        return self.anatomies is None or _anatomy_of(fname) in self.anatomies
 
     def draw(self, width: int, acc: int, fname: str, slice_num: int) -> Any:
         """A ``(W,)`` bool mask of acceleration ``acc``, or None to keep the slice's own mask."""
@@ -302,7 +313,7 @@ class MaskAugment:
         from kspacelab import masks
 
         p = self.schedule.probability(self.epoch)
-        if p <= 0:
+        if p <= 0 or not self._applies_to(fname):
             return None
         rng = np.random.default_rng(stable_seed(self.seed, self.epoch, fname, slice_num, "mask"))
         if rng.random() >= p:
@@ -326,12 +337,23 @@ class MaskAugment:
         return masks.as_line_mask(drawn)
 
 
+def _anatomy_of(fname: str) -> str | None:
+    """``brain`` / ``knee`` from a file name, or None when the name does not tell (e.g. NYU files)."""
+    from kspacelab import formats
+    from kspacelab.errors import KspacelabError
+
+    try:
+        return formats.anatomy_from_name(fname)
+    except (KspacelabError, ValueError):
+        return None
+
+
 def mask_augment_from_config(config: Mapping[str, Any] | None, seed: int = 0) -> MaskAugment | None:
     """A :class:`MaskAugment` from a config mapping (``kinds``, ``schedule``, ``exclude_organiser_offset``,
-    ``center_fractions``), or None for None / ``{}``."""
+    ``center_fractions``, ``anatomies``), or None for None / ``{}``."""
     if not config:
         return None
-    known = {"kinds", "schedule", "exclude_organiser_offset", "center_fractions"}
+    known = {"kinds", "schedule", "exclude_organiser_offset", "center_fractions", "anatomies"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown mask_augment keys {unknown}; known: {sorted(known)}")
@@ -346,5 +368,6 @@ def mask_augment_from_config(config: Mapping[str, Any] | None, seed: int = 0) ->
         schedule=schedule,
         exclude_organiser_offset=bool(config.get("exclude_organiser_offset", False)),
         center_fractions=fractions,
+        anatomies=None if config.get("anatomies") is None else tuple(str(a) for a in config["anatomies"]),
         seed=seed,
     )

@@ -11,7 +11,9 @@ A bundle recipe (YAML) lists what to train; config paths are relative to the rec
 
 ``config`` may also be a list of files, applied in order as repeated ``--config`` options (later files override
 earlier ones), e.g. ``[snu2025_promptmr_smartify.yaml, snu2025_smartify_helper.yaml]`` for a "helper" expert.
-Each member is one ``kspacelab train`` run in ``RUN_DIR/<name>/``. An expert's data are restricted to its route
+Instead of ``config``, a member may name a staged recipe, ``stages: snu2025_ej_stages.yaml``
+(:mod:`kspacelab.training.stages`); a ``config`` next to it is then applied on top of every stage.
+Each member is one ``kspacelab train`` run (or one staged run) in ``RUN_DIR/<name>/``. An expert's data are restricted to its route
 (``--data.only_anatomies [brain] --data.only_accelerations [4]``; ``any`` keeps everything); its ``args`` follow
 (e.g. the mask-augmentation settings of a "helper" expert, ``mask_rule: other``). Extra command-line arguments
 apply to every expert and the fallback, ``--data.root`` to the classifier as well. A member whose run folder
@@ -52,11 +54,12 @@ class BundleMember:
 
     name: str
     role: str  # "expert" | "classifier" | "fallback"
-    configs: tuple[Path, ...]  # applied in order (repeated --config)
+    configs: tuple[Path, ...]  # applied in order (repeated --config); on top of every stage with ``stages``
     args: tuple[str, ...]
     anatomy: str = ANY
     acc: int | str = ANY
     mask_rule: str = ANY
+    stages: Path | None = None  # a staged recipe instead of a single run
 
     def route_args(self) -> list[str]:
         """Data restrictions of an expert's route."""
@@ -90,7 +93,16 @@ def config_args(configs: Sequence[Path]) -> list[str]:
 
 
 def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleMember:
-    configs = recipe_configs(entry, base, where)
+    stages: Path | None = None
+    if isinstance(entry, dict) and entry.get("stages") is not None:
+        if not isinstance(entry["stages"], str):
+            raise KspacelabError(f"{where}: 'stages' must be the path of a staged recipe")
+        stages = (base / entry["stages"]).resolve()
+        if not stages.is_file():
+            raise KspacelabError(f"{where}: staged recipe {entry['stages']} not found")
+        configs = recipe_configs(entry, base, where) if entry.get("config") is not None else ()
+    else:
+        configs = recipe_configs(entry, base, where)
     args = entry.get("args") or []
     if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
         raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
@@ -102,7 +114,7 @@ def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleM
     if rule != ANY and rule not in MASK_RULES:
         raise KspacelabError(f"{where}: mask_rule must be organiser | other | any, got {rule!r}")
     return BundleMember(
-        str(entry.get("name") or name), role, configs, tuple(str(a) for a in args), anatomy, acc, rule
+        str(entry.get("name") or name), role, configs, tuple(str(a) for a in args), anatomy, acc, rule, stages
     )
 
 
@@ -150,17 +162,16 @@ def _data_root_args(overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def train_or_reuse(
-    argv: list[str], configs: Sequence[Path], run_dir: Path, label: str, extra: Any = None
-) -> Path:
-    """``kspacelab train`` with ``argv`` into ``run_dir`` unless a finished run of the same ``argv``, config texts
-    (``configs``, the files ``argv`` names) and ``extra`` (e.g. a description of the data) is there; returns its
-    best checkpoint. An unfinished run of the same arguments is resumed; any other content of ``run_dir`` is
-    replaced."""
+def train_or_reuse(argv: list[str], run_dir: Path, label: str, extra: Any = None) -> Path:
+    """``kspacelab train`` with ``argv`` into ``run_dir`` unless a finished run of the same ``argv``, the same texts
+    of the files its ``--config`` options name and the same ``extra`` (e.g. a description of the data) is there;
+    returns its best checkpoint. An unfinished run of the same arguments is resumed; any other content of
+    ``run_dir`` is replaced."""
     from kspacelab.training.command import BEST_CHECKPOINT, LAST_CHECKPOINT, train_main
 
     checkpoint = run_dir / "checkpoints" / BEST_CHECKPOINT
     marker = run_dir / _RUN_MARKER
+    configs = [Path(argv[i + 1]) for i, word in enumerate(argv[:-1]) if word == "--config"]
     wanted = {"argv": argv, "config": [config.read_text() for config in configs], "extra": extra}
     if checkpoint.is_file() and marker.is_file() and json.loads(marker.read_text()) == wanted:
         print(f"reusing {label} in {run_dir}")
@@ -200,17 +211,20 @@ def train_bundle(
     for member in members:
         member_dir = run_dir / member.name
         extra = _data_root_args(overrides) if member.role == "classifier" else list(overrides)
+        words = [*config_args(member.configs), *member.route_args(), *member.args, *extra]
+        if member.stages is not None:
+            from kspacelab.training.stages import train_stages
+
+            print(f"training {member.role} {member.name} in stages ({member.stages.name})")
+            best[member.name] = train_stages(member.stages, member_dir, words, progress)
+            continue
         argv = [
-            *config_args(member.configs),
-            *member.route_args(),
-            *member.args,
-            *extra,
+            *words,
             "--run-dir",
             str(member_dir),
             *([] if progress else ["--trainer.enable_progress_bar", "false"]),
         ]
-        checkpoint = train_or_reuse(argv, member.configs, member_dir, f"{member.role} {member.name}")
-        best[member.name] = checkpoint
+        best[member.name] = train_or_reuse(argv, member_dir, f"{member.role} {member.name}")
 
     experts = [
         {

@@ -43,12 +43,13 @@ class ClassifierModule(L.LightningModule):
         step_size: int = 11,
         gamma: float = 0.3,
         constant_epochs: float = 0.0,
+        schedule_epochs: float | None = None,
     ) -> None:
         """Args:
         model_name: a registered model mapping images ``(B, H, W)`` to logits ``(B, classes)``.
         model_kwargs: its constructor arguments.
-        optimizer, lr, weight_decay, scheduler, warmup_epochs, min_lr, step_size, gamma, constant_epochs: as for
-            :class:`~kspacelab.training.module.ReconModule`.
+        optimizer, lr, weight_decay, scheduler, warmup_epochs, min_lr, step_size, gamma, constant_epochs,
+            schedule_epochs: as for :class:`~kspacelab.training.module.ReconModule`.
         """
         super().__init__()
         self.save_hyperparameters()

@@ -118,6 +118,7 @@ class ReconModule(L.LightningModule):
         step_size: int = 11,
         gamma: float = 0.3,
         constant_epochs: float = 0.0,
+        schedule_epochs: float | None = None,
     ) -> None:
         """Args:
         model_name: a name of :data:`kspacelab.models.MODEL_REGISTRY` (``"varnet"``, ...).
@@ -139,6 +140,9 @@ class ReconModule(L.LightningModule):
         step_size: epochs between decays of ``"step"``.
         gamma: decay factor of ``"step"``, ``"exponential"`` and ``"linear_constant_step"``.
         constant_epochs: constant phase of ``"linear_constant_step"`` (epochs after the warm-up).
+        schedule_epochs: length of the ``"cosine"`` schedule in epochs (``None``: the whole run). Longer than the
+            run, the learning rate has not reached ``min_lr`` when training stops (EJ's stage 2: a 20-epoch
+            cosine stopped after 15 epochs).
 
         Raises:
             KspacelabError: an unknown model/optimiser/scheduler name, a bad value, or model arguments the
@@ -157,6 +161,8 @@ class ReconModule(L.LightningModule):
             raise KspacelabError(f"model.lr must be positive, got {lr}")
         if warmup_epochs < 0 or min_lr < 0 or weight_decay < 0 or l1_weight < 0:
             raise KspacelabError("model.warmup_epochs, min_lr, weight_decay and l1_weight must be >= 0")
+        if schedule_epochs is not None and not schedule_epochs > 0:
+            raise KspacelabError(f"model.schedule_epochs must be positive (or null), got {schedule_epochs}")
         if step_size < 1 or not gamma > 0:
             raise KspacelabError(f"model.step_size must be >= 1 and gamma > 0, got {step_size}, {gamma}")
         if model_name not in MODEL_REGISTRY:
@@ -317,10 +323,11 @@ def _steps_per_epoch(trainer: L.Trainer) -> int:
 
 def configure_optimization(module: L.LightningModule) -> Any:
     """Optimiser and scheduler from ``module.hparams``: ``optimizer``, ``lr``, ``weight_decay``, ``scheduler``,
-    ``warmup_epochs``, ``min_lr``, ``step_size``, ``gamma`` (the arguments of :class:`ReconModule`).
+    ``warmup_epochs``, ``min_lr``, ``step_size``, ``gamma``, ``constant_epochs``, ``schedule_epochs`` (the
+    arguments of :class:`ReconModule`).
 
-    ``cosine`` steps every optimiser step (its length is ``trainer.estimated_stepping_batches``),
-    ``step``/``exponential`` every epoch.
+    ``cosine`` steps every optimiser step (its length is ``schedule_epochs`` epochs of optimiser steps, or
+    ``trainer.estimated_stepping_batches``), ``step``/``exponential`` every epoch.
     """
     hp = module.hparams
     optimizer = _OPTIMIZERS[hp["optimizer"]](
@@ -331,8 +338,13 @@ def configure_optimization(module: L.LightningModule) -> Any:
         return optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if name == "cosine":
-        total = max(1, int(module.trainer.estimated_stepping_batches))
-        warmup = min(total, round(float(hp["warmup_epochs"]) * _steps_per_epoch(module.trainer)))
+        per_epoch = _steps_per_epoch(module.trainer)
+        length = hp.get("schedule_epochs")
+        if length is None:
+            total = max(1, int(module.trainer.estimated_stepping_batches))
+        else:
+            total = max(1, round(float(length) * per_epoch))
+        warmup = min(total, round(float(hp["warmup_epochs"]) * per_epoch))
         min_ratio = float(hp["min_lr"]) / float(hp["lr"])
 
         def factor(step: int) -> float:

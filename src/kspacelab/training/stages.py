@@ -63,7 +63,7 @@ def train_stages(
             argv += ["--init_weights", str(previous)]
         if not progress:
             argv += ["--trainer.enable_progress_bar", "false"]
-        best = train_or_reuse(argv, configs, stage_dir, f"stage {name}")
+        best = train_or_reuse(argv, stage_dir, f"stage {name}")
         previous = stage_dir / "checkpoints" / "last.ckpt"
     print(f"final weights: {best}")
     return best
