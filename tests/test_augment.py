@@ -223,31 +223,31 @@ def test_mask_augment_draws_kinds_with_the_slice_acceleration() -> None:
     helper = MaskAugment(kinds={"random_offset": 1.0}, exclude_organiser_offset=True, seed=1)
     for width in (320, 372, 396):
         for acc in (4, 8):
-            drawn = [helper.draw(width, acc, f"b{i}.h5", i) for i in range(20)]
+            drawn = [helper.draw(width, acc, "brain", f"b{i}.h5", i) for i in range(20)]
             assert all(m is not None and m.shape == (width,) for m in drawn)
             assert all(estimate_acceleration(m) == acc and not follows_organiser_rule(m) for m in drawn)
     pool = mask_augment_from_config(
         {"kinds": {"organiser": 1, "random_lines": 1, "equispaced_fraction": 1}}, seed=2
     )
     assert pool is not None
-    masks_drawn = [pool.draw(372, 8, "k.h5", i) for i in range(60)]
+    masks_drawn = [pool.draw(372, 8, "knee", "k.h5", i) for i in range(60)]
     organiser = sum(np.array_equal(m, snu_mask(372, 8)) for m in masks_drawn)
     assert 5 < organiser < 40  # about a third
-    assert pool.draw(372, 8, "k.h5", 0).tolist() == masks_drawn[0].tolist()  # deterministic
+    assert pool.draw(372, 8, "knee", "k.h5", 0).tolist() == masks_drawn[0].tolist()  # deterministic
     ramp = MaskAugment(schedule=AugmentSchedule(1.0, "linear", delay=15, max_epochs=25))
-    assert ramp.draw(372, 4, "x.h5", 0) is None  # epoch 0 < delay: keep the file's mask
+    assert ramp.draw(372, 4, "knee", "x.h5", 0) is None  # epoch 0 < delay: keep the file's mask
     ramp.set_epoch(25)
-    assert ramp.draw(372, 4, "x.h5", 0) is not None
+    assert ramp.draw(372, 4, "knee", "x.h5", 0) is not None
     with pytest.raises(ValueError, match="unknown mask kinds"):
         MaskAugment(kinds={"spiral": 1.0})
     with pytest.raises(ValueError, match="unknown mask_augment keys"):
         mask_augment_from_config({"probability": 1})
-    # anatomies: only knee slices get re-drawn masks (EJ's stage 3); names that do not tell keep their masks
+    # anatomies: only knee slices get re-drawn masks (EJ's stage 3); slices of unknown anatomy keep their masks
     knee_only = mask_augment_from_config({"kinds": {"random_offset": 1}, "anatomies": ["knee"]})
     assert knee_only is not None and knee_only.anatomies == ("knee",)
-    assert knee_only.draw(372, 4, "knee_acc4_3.h5", 0) is not None
-    assert knee_only.draw(396, 4, "brain_acc4_3.h5", 0) is None
-    assert knee_only.draw(372, 4, "file1000001.h5", 0) is None
+    assert knee_only.draw(372, 4, "knee", "knee_acc4_3.h5", 0) is not None
+    assert knee_only.draw(396, 4, "brain", "brain_acc4_3.h5", 0) is None
+    assert knee_only.draw(372, 4, "", "file1000001.h5", 0) is None
     for bad in ([], ["spine"]):
         with pytest.raises(ValueError, match="anatomies"):
             mask_augment_from_config({"anatomies": bad})

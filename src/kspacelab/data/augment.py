@@ -274,8 +274,8 @@ class MaskAugment:
     slice's acceleration; ``organiser`` is :func:`kspacelab.masks.snu_mask`; the variants keep the SNU 8 %
     centre; fastMRI kinds use ``center_fractions[acc]``. ``exclude_organiser_offset`` keeps ``random_offset``
     draws off the organiser's offset (so "helper" experts never see the organiser mask from it). ``anatomies``
-    restricts the replacement to slices of those anatomies (from the file name; EJ's stage 3 re-drew only the
-    knee masks); ``None`` applies it to every slice. Draws depend only on ``(seed, epoch, file name, slice)``.
+    restricts the replacement to slices of those anatomies (EJ's stage 3 re-drew only the knee masks); ``None``
+    applies it to every slice. Draws depend only on ``(seed, epoch, file name, slice)``.
     """
 
     kinds: dict[str, float] = field(default_factory=lambda: {"random_offset": 1.0})
@@ -303,17 +303,17 @@ class MaskAugment:
         """The current training epoch (selects the schedule's probability and reseeds the draws)."""
         self.epoch = int(epoch)
 
-    def _applies_to(self, fname: str) -> bool:
-        return self.anatomies is None or _anatomy_of(fname) in self.anatomies
+    def draw(self, width: int, acc: int, anatomy: str, fname: str, slice_num: int) -> Any:
+        """A ``(W,)`` bool mask of acceleration ``acc``, or None to keep the slice's own mask.
 
-    def draw(self, width: int, acc: int, fname: str, slice_num: int) -> Any:
-        """A ``(W,)`` bool mask of acceleration ``acc``, or None to keep the slice's own mask."""
+        ``anatomy`` is the slice's (``"brain"``, ``"knee"`` or ``""`` when unknown, as the dataset gives it).
+        """
         import numpy as np
 
         from kspacelab import masks
 
         p = self.schedule.probability(self.epoch)
-        if p <= 0 or not self._applies_to(fname):
+        if p <= 0 or (self.anatomies is not None and anatomy not in self.anatomies):
             return None
         rng = np.random.default_rng(stable_seed(self.seed, self.epoch, fname, slice_num, "mask"))
         if rng.random() >= p:
@@ -335,17 +335,6 @@ class MaskAugment:
         mask_func = masks.create_mask_for_mask_type(kind, [fraction], [acc])
         drawn, _ = mask_func((1, 8, width, 2), seed=int(rng.integers(2**31)))
         return masks.as_line_mask(drawn)
-
-
-def _anatomy_of(fname: str) -> str | None:
-    """``brain`` / ``knee`` from a file name, or None when the name does not tell (e.g. NYU files)."""
-    from kspacelab import formats
-    from kspacelab.errors import KspacelabError
-
-    try:
-        return formats.anatomy_from_name(fname)
-    except (KspacelabError, ValueError):
-        return None
 
 
 def mask_augment_from_config(config: Mapping[str, Any] | None, seed: int = 0) -> MaskAugment | None:

@@ -179,6 +179,7 @@ class VarNetTransform:
         file_mask: np.ndarray | None,
         fname: str,
         slice_num: int,
+        anatomy: str,
         mask_acceleration: int | None = None,
     ) -> np.ndarray:
         line = self._base_line_mask(shape, file_mask, fname, slice_num)
@@ -193,7 +194,7 @@ class VarNetTransform:
         if acc is None:
             return line
         if self.mask_augment is not None:
-            drawn = self.mask_augment.draw(width, int(acc), fname, slice_num)
+            drawn = self.mask_augment.draw(width, int(acc), anatomy, fname, slice_num)
             if drawn is not None:
                 return np.asarray(drawn, dtype=bool)
         if mask_acceleration is not None and own_acc != mask_acceleration:
@@ -289,7 +290,7 @@ class VarNetTransform:
             ).float()
 
         line = self._line_mask(
-            (coils, out_height, width, 2), file_mask, fname, int(slice_num), mask_acceleration
+            (coils, out_height, width, 2), file_mask, fname, int(slice_num), anatomy, mask_acceleration
         )
         if line.shape[0] != width:
             raise ValueError(f"{fname}: mask has {line.shape[0]} lines but kspace has W={width}")
