@@ -3,8 +3,8 @@
 Steps: simulate the ``demo`` preset (SNU layout); train one small VarNet per acceleration (experts, as the top
 SNU teams did) with ``configs/demo.yaml`` through ``kspacelab train``; reconstruct the leaderboard with
 zero-filling, GRAPPA, SENSE, compressed sensing and the trained models; score each with the exact leaderboard
-SSIM; write ``report.md``, ``results.json`` and PNG figures. Simulated data and trained models are reused when a later run asks for the
-same ones.
+SSIM; write ``report.md``, ``results.json`` and PNG figures. Simulated data and trained models are reused when
+a later run asks for the same ones.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ A bundle recipe (YAML) lists what to train; config paths are relative to the rec
 earlier ones), e.g. ``[snu2025_promptmr_smartify.yaml, snu2025_smartify_helper.yaml]`` for a "helper" expert.
 Instead of ``config``, a member may name a staged recipe, ``stages: snu2025_ej_stages.yaml``
 (:mod:`kspacelab.training.stages`); a ``config`` next to it is then applied on top of every stage.
-Each member is one ``kspacelab train`` run (or one staged run) in ``RUN_DIR/<name>/``. An expert's data are restricted to its route
+Each member is one ``kspacelab train`` run (or one staged run) in ``RUN_DIR/<name>/``. An expert's data are
+restricted to its route
 (``--data.only_anatomies [brain] --data.only_accelerations [4]``; ``any`` keeps everything); its ``args`` follow
 (e.g. the mask-augmentation settings of a "helper" expert, ``mask_rule: other``). Extra command-line arguments
 apply to every expert and the fallback, ``--data.root`` to the classifier as well. A member whose run folder
@@ -40,6 +41,7 @@ __all__ = [
     "config_args",
     "load_recipe",
     "read_recipe",
+    "recipe_args",
     "recipe_configs",
     "train_bundle",
     "train_or_reuse",
@@ -71,6 +73,22 @@ class BundleMember:
         return args
 
 
+def _recipe_file(base: Path, name: str, where: str, what: str) -> Path:
+    """``base / name`` resolved; a one-line error naming ``where`` when it is not a file."""
+    path = (base / name).resolve()
+    if not path.is_file():
+        raise KspacelabError(f"{where}: {what} {name} not found")
+    return path
+
+
+def recipe_args(entry: Any, where: str) -> tuple[str, ...]:
+    """The ``args`` of a recipe entry: a list of command-line words (strings or numbers), default none."""
+    args = entry.get("args") or []
+    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+        raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
+    return tuple(str(a) for a in args)
+
+
 def recipe_configs(entry: Any, base: Path, where: str) -> tuple[Path, ...]:
     """The config files of a recipe entry: ``config`` is one path or a non-empty list of paths, relative to
     ``base`` (the recipe's folder); one-line errors naming ``where``."""
@@ -78,13 +96,7 @@ def recipe_configs(entry: Any, base: Path, where: str) -> tuple[Path, ...]:
     names = [raw] if isinstance(raw, str) else raw
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise KspacelabError(f"{where}: needs a 'config' (a path relative to the recipe, or a list of them)")
-    configs = []
-    for name in names:
-        config = (base / name).resolve()
-        if not config.is_file():
-            raise KspacelabError(f"{where}: config {name} not found")
-        configs.append(config)
-    return tuple(configs)
+    return tuple(_recipe_file(base, name, where, "config") for name in names)
 
 
 def config_args(configs: Sequence[Path]) -> list[str]:
@@ -97,15 +109,11 @@ def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleM
     if isinstance(entry, dict) and entry.get("stages") is not None:
         if not isinstance(entry["stages"], str):
             raise KspacelabError(f"{where}: 'stages' must be the path of a staged recipe")
-        stages = (base / entry["stages"]).resolve()
-        if not stages.is_file():
-            raise KspacelabError(f"{where}: staged recipe {entry['stages']} not found")
+        stages = _recipe_file(base, entry["stages"], where, "staged recipe")
         configs = recipe_configs(entry, base, where) if entry.get("config") is not None else ()
     else:
         configs = recipe_configs(entry, base, where)
-    args = entry.get("args") or []
-    if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
-        raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
+    args = recipe_args(entry, where)
     anatomy, acc, rule = entry.get("anatomy", ANY), entry.get("acc", ANY), entry.get("mask_rule", ANY)
     if anatomy != ANY and anatomy not in ANATOMIES:
         raise KspacelabError(f"{where}: anatomy must be brain | knee | any, got {anatomy!r}")
@@ -113,9 +121,7 @@ def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleM
         raise KspacelabError(f"{where}: acc must be 4 | 8 | any, got {acc!r}")
     if rule != ANY and rule not in MASK_RULES:
         raise KspacelabError(f"{where}: mask_rule must be organiser | other | any, got {rule!r}")
-    return BundleMember(
-        str(entry.get("name") or name), role, configs, tuple(str(a) for a in args), anatomy, acc, rule, stages
-    )
+    return BundleMember(str(entry.get("name") or name), role, configs, args, anatomy, acc, rule, stages)
 
 
 def load_recipe(path: Path, list_key: str, kind: str) -> dict[str, Any]:

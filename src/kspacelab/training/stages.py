@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kspacelab.errors import KspacelabError
-from kspacelab.training.bundle import config_args, load_recipe, recipe_configs, train_or_reuse
+from kspacelab.training.bundle import config_args, load_recipe, recipe_args, recipe_configs, train_or_reuse
 
 __all__ = ["read_stages", "train_stages"]
 
@@ -32,10 +32,8 @@ def read_stages(path: str | Path) -> list[tuple[str, tuple[Path, ...], list[str]
     for i, entry in enumerate(raw["stages"]):
         where = f"{path}: stages[{i}]"
         configs = recipe_configs(entry, path.parent, where)
-        args = entry.get("args") or []
-        if not isinstance(args, list):
-            raise KspacelabError(f"{where}: 'args' must be a list of command-line words")
-        stages.append((str(entry.get("name") or f"stage{i + 1}"), configs, [str(a) for a in args]))
+        args = list(recipe_args(entry, where))
+        stages.append((str(entry.get("name") or f"stage{i + 1}"), configs, args))
     names = [name for name, _, _ in stages]
     if len(set(names)) != len(names):
         raise KspacelabError(f"{path}: stage names must be unique, got {names}")
