@@ -40,6 +40,7 @@ __all__ = [
     "discover_folder",
     "discover_nyu",
     "discover_snu",
+    "discover_split",
     "kspace_shape",
     "natural_key",
     "read_image_attrs",
@@ -557,6 +558,15 @@ def discover_folder(
             )
         )
     return volumes
+
+
+def discover_split(root: StrPath, split: str, require_images: bool = False) -> list[Volume]:
+    """The volumes of the split folder ``root/split`` (``train``, ``val``, ...), as :func:`discover_folder`;
+    a missing split folder is a DataFormatError naming it."""
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
+    return discover_folder(folder, split=split, require_images=require_images)
 
 
 def _acc_folders(folder: Path) -> list[tuple[str, int]]:

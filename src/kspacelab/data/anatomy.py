@@ -9,7 +9,6 @@ rotated by multiples of 90 degrees, drawn from torch's RNG (seeded by ``--seed``
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import lightning.pytorch as pl
@@ -17,7 +16,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kspacelab import formats
-from kspacelab.errors import DataFormatError
 from kspacelab.models.classifier import ANATOMY_CLASSES, normalise_images
 
 __all__ = ["AnatomyDataModule", "AnatomyItem", "AnatomySliceDataset"]
@@ -121,10 +119,7 @@ class AnatomyDataModule(pl.LightningDataModule):
         self.val_dataset: AnatomySliceDataset | None = None
 
     def _volumes(self, split: str) -> list[formats.Volume]:
-        folder = Path(self.root) / split
-        if not folder.is_dir():
-            raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
-        return formats.discover_folder(folder, split=split, require_images=True)
+        return formats.discover_split(self.root, split, require_images=True)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the val dataset (and the train dataset for ``"fit"``)."""

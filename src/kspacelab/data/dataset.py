@@ -527,18 +527,15 @@ class SnuDataModule(pl.LightningDataModule):
         self.resume_position: tuple[int, int] | None = None
 
     def _volumes(self, split: str) -> list[formats.Volume]:
-        folder = Path(self.root) / split
-        if not folder.is_dir():
-            raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
         volumes = [
             v
-            for v in formats.discover_folder(folder, split=split)
+            for v in formats.discover_split(self.root, split)
             if (self.only_anatomies is None or v.anatomy in self.only_anatomies)
             and (self.only_accelerations is None or v.acceleration in self.only_accelerations)
         ]
         if not volumes:
             raise DataFormatError(
-                folder,
+                Path(self.root) / split,
                 f"no volumes left after only_anatomies={self.only_anatomies}, "
                 f"only_accelerations={self.only_accelerations}",
             )
