@@ -32,16 +32,23 @@ from kspacelab.data.transforms import crop_readout
 from kspacelab.physics import center_crop, ifft2c
 
 
-def _sigpy_sense(kspace: np.ndarray, mask: np.ndarray, calib_width: int, crop: tuple[int, int]) -> np.ndarray:
+def _sigpy_maps(kspace: np.ndarray, calib_width: int) -> np.ndarray:
+    """sigpy's ESPIRiT maps with our threshold and eigenvalue crop."""
     import sigpy.mri as mr
 
-    maps = mr.app.EspiritCalib(
+    return mr.app.EspiritCalib(
         kspace,
         calib_width=calib_width,
         thresh=DEFAULT_ESPIRIT.threshold,
         crop=DEFAULT_ESPIRIT.eig_crop,
         show_pbar=False,
     ).run()
+
+
+def _sigpy_sense(kspace: np.ndarray, mask: np.ndarray, calib_width: int, crop: tuple[int, int]) -> np.ndarray:
+    import sigpy.mri as mr
+
+    maps = _sigpy_maps(kspace, calib_width)
     weights = np.broadcast_to(mask.astype(np.float32), kspace.shape[1:])
     image = mr.app.SenseRecon(
         kspace,
@@ -57,13 +64,7 @@ def _sigpy_sense(kspace: np.ndarray, mask: np.ndarray, calib_width: int, crop: t
 def _sigpy_cs(kspace: np.ndarray, mask: np.ndarray, calib_width: int, crop: tuple[int, int]) -> np.ndarray:
     import sigpy.mri as mr
 
-    maps = mr.app.EspiritCalib(
-        kspace,
-        calib_width=calib_width,
-        thresh=DEFAULT_ESPIRIT.threshold,
-        crop=DEFAULT_ESPIRIT.eig_crop,
-        show_pbar=False,
-    ).run()
+    maps = _sigpy_maps(kspace, calib_width)
     combined = (np.conj(maps) * ifft2c(torch.from_numpy(kspace)).numpy()).sum(0)
     lamda = cs.DEFAULT_LAMDA * float(np.quantile(np.abs(combined), cs.SCALE_QUANTILE))
     weights = np.broadcast_to(mask.astype(np.float32), kspace.shape[1:])
