@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from kspacelab.evaluation import evaluate_leaderboard
+from kspacelab.evaluation import ACCELERATION_FOLDERS, evaluate_leaderboard
 from kspacelab.inference import CLASSICAL_METHODS, reconstruct_dataset
 
 
@@ -41,11 +41,10 @@ def run(data: Path, methods: list[str], workers: int, threads: int) -> dict[str,
                 leaderboard, out, method=method, progress=False, workers=workers, threads=threads
             )
             result = evaluate_leaderboard(leaderboard, out, progress=False)
-            acc4, acc8 = result.groups["acc4"], result.groups["acc8"]
+            groups = {g: result.groups[g] for g in ACCELERATION_FOLDERS}
             rows[method] = {
-                "acc4": acc4,
-                "acc8": acc8,
-                "total": (acc4 + acc8) / 2,
+                **groups,
+                "total": sum(groups.values()) / len(groups),
                 "s_per_slice": summary.seconds / summary.slices,
                 "slices": float(summary.slices),
             }
@@ -54,11 +53,11 @@ def run(data: Path, methods: list[str], workers: int, threads: int) -> dict[str,
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | SSIM acc4 | SSIM acc8 | total | s / slice |", "|---|---|---|---|---|"]
+    header = ["method", *(f"SSIM {g}" for g in ACCELERATION_FOLDERS), "total", "s / slice"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, r in rows.items():
-        lines.append(
-            f"| {method} | {r['acc4']:.4f} | {r['acc8']:.4f} | {r['total']:.4f} | {r['s_per_slice']:.3f} |"
-        )
+        ssim = "".join(f"{r[g]:.4f} | " for g in ACCELERATION_FOLDERS)
+        lines.append(f"| {method} | {ssim}{r['total']:.4f} | {r['s_per_slice']:.3f} |")
     return "\n".join(lines)
 
 

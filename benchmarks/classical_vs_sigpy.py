@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from kspacelab import formats, metrics
+from kspacelab.challenge import ACCELERATIONS, acc_folder
 from kspacelab.classical import cs, sense
 from kspacelab.classical.espirit import DEFAULT_ESPIRIT
 from kspacelab.classical.grappa import detect_acs
-from kspacelab.data.transforms import crop_readout
-from kspacelab.physics import center_crop, ifft2c
+from kspacelab.physics import center_crop, crop_readout, ifft2c
 
 
 def _sigpy_maps(kspace: np.ndarray, calib_width: int) -> np.ndarray:
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     scores: dict[str, list[float]] = {name: [] for name in methods}
     seconds: dict[str, list[float]] = {name: [] for name in methods}
-    for group in ("acc4", "acc8"):
-        folder = args.data / "leaderboard" / group
+    for acc in ACCELERATIONS:
+        folder = args.data / "leaderboard" / acc_folder(acc)
         for vol in formats.discover_folder(folder, split="leaderboard", require_images=True):
             assert vol.image_path is not None
             targets = formats.read_image_volume(vol.image_path, "image_label")

@@ -4,7 +4,7 @@ One step = forward, masked leaderboard-SSIM loss, backward, AdamW step (the opti
 one slice (batch 1) of random k-space with the organiser's acc4 mask:
 
 * brain: 768 x 396 k-space, 16 coils; knee: 640 x 372, 15 coils; the readout cropped to the team recipe's
-  ``data.crop_height`` (EJ: 384 brain / 416 knee; sMaRtIfy: none), ``adj * coils`` channels for ``adj`` adjacent
+  ``model.crop_height`` (EJ: 384 brain / 416 knee; sMaRtIfy: none), ``adj * coils`` channels for ``adj`` adjacent
   slices, output cropped to 384 x 384;
 * variants: with and without activation checkpointing (``use_checkpoint``) and per-coil sensitivities
   (``compute_sens_per_coil``).
@@ -36,14 +36,16 @@ from typing import Any
 
 import yaml
 
+from kspacelab.challenge import ACCELERATIONS, ANATOMIES, BRAIN, KNEE, TARGET_SHAPE
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 RECIPES = {
-    "ej": REPO / "configs" / "snu2025_promptmr_ej.yaml",
-    "smartify": REPO / "configs" / "snu2025_promptmr_smartify.yaml",
+    "ej": REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_ej.yaml",
+    "smartify": REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_smartify.yaml",
 }
-#: anatomy -> (k-space height, width, coils) of the challenge data (SPEC.md section 1.1)
-GEOMETRY = {"brain": (768, 396, 16), "knee": (640, 372, 15)}
+#: anatomy -> (k-space height, width, coils) of the challenge data
+GEOMETRY = {BRAIN: (768, 396, 16), KNEE: (640, 372, 15)}
 #: variant name -> (use_checkpoint, compute_sens_per_coil)
 VARIANTS = {
     "plain": (False, False),
@@ -67,7 +69,7 @@ def _job(team: str, anatomy: str, variant: str) -> dict[str, Any]:
     kwargs = dict(recipe["model"]["model_kwargs"])
     kwargs["use_checkpoint"], kwargs["compute_sens_per_coil"] = VARIANTS[variant]
     height, width, coils = GEOMETRY[anatomy]
-    crop = (recipe["data"].get("crop_height") or {}).get(anatomy)
+    crop = (recipe["model"].get("crop_height") or {}).get(anatomy)
     return {
         "team": team,
         "anatomy": anatomy,
@@ -96,18 +98,18 @@ def _child(job: dict[str, Any], device_name: str, max_gb: float) -> dict[str, An
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=1e-4)
     shape = (1, job["adj"] * job["coils"], job["height"], job["width"])
     kspace = torch.randn(shape, dtype=torch.complex64, device=device) * 1e-4
-    lines = masks.snu_mask(job["width"], 4)
+    lines = masks.snu_mask(job["width"], ACCELERATIONS[0])  # the organiser's acc4 mask
     start, stop = masks.center_block(lines)
     low = int(stop - start)
     mask = torch.from_numpy(lines).to(device).view(1, 1, 1, -1)
     kspace = kspace * mask
-    target = torch.rand(1, 384, 384, device=device) * 5e-4
+    target = torch.rand(1, *TARGET_SHAPE, device=device) * 5e-4
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     before_kib = _status_kib("VmRSS") if device.type == "cpu" else 0
     start = time.perf_counter()
-    out = model(kspace, mask, low, crop_size=(384, 384))
+    out = model(kspace, mask, low, crop_size=TARGET_SHAPE)
     loss = metrics.masked_ssim_loss(out, target, 5e-4, job["anatomy"])
     loss.backward()
     optimizer.step()
@@ -170,7 +172,7 @@ def _table(rows: list[tuple[dict[str, Any], dict[str, Any]]], device: str) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teams", nargs="+", choices=sorted(RECIPES), default=["ej", "smartify"])
-    parser.add_argument("--anatomies", nargs="+", choices=sorted(GEOMETRY), default=["brain", "knee"])
+    parser.add_argument("--anatomies", nargs="+", choices=sorted(GEOMETRY), default=list(ANATOMIES))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument(
         "--jobs",

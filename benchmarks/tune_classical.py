@@ -32,6 +32,7 @@ import torch
 from tune_grappa import _load_val as load_val_split  # benchmarks/ is on sys.path when run as a script
 
 from kspacelab import metrics
+from kspacelab.challenge import ACCELERATIONS, ANATOMIES, acc_folder
 from kspacelab.classical.cs import solve_cs
 from kspacelab.classical.espirit import DEFAULT_ESPIRIT, EspiritConfig, PreparedSlices, prepare
 from kspacelab.classical.sense import solve_sense
@@ -40,7 +41,8 @@ from kspacelab.data.synthetic import simulate_dataset
 Volume = tuple[str, str, np.ndarray, np.ndarray, np.ndarray, float]
 Solver = Callable[[PreparedSlices, Callable[[int, torch.Tensor], None]], object]
 
-CELLS = (("acc4", "brain"), ("acc4", "knee"), ("acc8", "brain"), ("acc8", "knee"))
+#: Table columns (acceleration folder, anatomy): acc4 brain, acc4 knee, acc8 brain, acc8 knee.
+CELLS = tuple((acc_folder(acc), anatomy) for acc in ACCELERATIONS for anatomy in ANATOMIES)
 
 
 class Scores:
@@ -56,7 +58,8 @@ class Scores:
     def row(self, key: tuple[object, ...]) -> tuple[list[float], float]:
         cells = self.ssim[key]
         per_acc = [
-            np.mean([v for (a, _), vs in cells.items() if a == acc for v in vs]) for acc in ("acc4", "acc8")
+            np.mean([v for (a, _), vs in cells.items() if a == acc_folder(acc) for v in vs])
+            for acc in ACCELERATIONS
         ]
         return [float(np.mean(cells.get(c, [np.nan]))) for c in CELLS], float(np.mean(per_acc))
 
@@ -118,8 +121,9 @@ def run_grid(
                 elapsed = time.perf_counter() - t0 - scoring[0]
                 solve_seconds[(config, name)] = solve_seconds.get((config, name), 0.0) + elapsed
     print(
-        "| espirit (kernel, rows, thr, crop, power its) | solver | its | output | brain acc4 | knee acc4 | "
-        "brain acc8 | knee acc8 | total | calib s/slice | solve s/slice (largest its) |"
+        "| espirit (kernel, rows, thr, crop, power its) | solver | its | output | "
+        + "".join(f"{anatomy} {acc} | " for acc, anatomy in CELLS)
+        + "total | calib s/slice | solve s/slice (largest its) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in scores.ssim:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kspacelab import formats, metrics
+from kspacelab.challenge import ACCELERATIONS, ANATOMIES, acc_folder
 from kspacelab.classical.grappa import grappa_image
 from kspacelab.data.synthetic import simulate_dataset
 
@@ -30,7 +31,8 @@ def _load_val(root: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.nda
         assert vol.image_path is not None
         target = formats.read_image_volume(vol.image_path, "image_label")
         max_value = formats.read_image_attrs(vol.image_path)["max"]
-        volumes.append((f"acc{vol.acceleration}", vol.anatomy, kspace, mask, target, max_value))
+        assert vol.acceleration is not None
+        volumes.append((acc_folder(vol.acceleration), vol.anatomy, kspace, mask, target, max_value))
     return volumes
 
 
@@ -50,8 +52,10 @@ def main() -> None:
             root = Path(tmp) / "demo"
             simulate_dataset(root, preset="demo", seed=0, progress=True)
         volumes = _load_val(root)
-        print("| lamda | taps | brain acc4 | knee acc4 | brain acc8 | knee acc8 | total |")
-        print("|---|---|---|---|---|---|---|")
+        groups = [acc_folder(acc) for acc in ACCELERATIONS]
+        columns = [(a, n) for a in groups for n in ANATOMIES]
+        print("| lamda | taps | " + "".join(f"{n} {a} | " for a, n in columns) + "total |")
+        print("|---|---|" + "---|" * len(columns) + "---|")
         for lamda in args.lamdas:
             for taps in args.taps:
                 scores: dict[tuple[str, str], list[float]] = {}
@@ -62,13 +66,10 @@ def main() -> None:
                     per_slice = metrics.leaderboard_ssim_volume(recon, target, max_value, anatomy)
                     scores.setdefault((acc, anatomy), []).extend(per_slice.tolist())
                 by_acc = {
-                    a: np.mean([v for (acc, _), vs in scores.items() if acc == a for v in vs])
-                    for a in ("acc4", "acc8")
+                    a: np.mean([v for (acc, _), vs in scores.items() if acc == a for v in vs]) for a in groups
                 }
-                cells = [
-                    np.mean(scores.get((a, n), [np.nan])) for a in ("acc4", "acc8") for n in ("brain", "knee")
-                ]
-                total = (by_acc["acc4"] + by_acc["acc8"]) / 2
+                cells = [np.mean(scores.get(column, [np.nan])) for column in columns]
+                total = sum(by_acc[a] for a in groups) / len(groups)
                 print(
                     f"| {lamda:g} | {taps} | " + " | ".join(f"{c:.4f}" for c in cells) + f" | {total:.4f} |"
                 )

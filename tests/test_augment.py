@@ -18,7 +18,8 @@ from kspacelab.data.augment import (
     augment_from_config,
 )
 from kspacelab.data.dataset import SnuDataModule
-from kspacelab.data.transforms import VarNetTransform
+from kspacelab.data.transforms import SliceTransform
+from kspacelab.models.base import InputSpec
 
 
 def _images(c: int = 3, h: int = 64, w: int = 48, seed: int = 0) -> torch.Tensor:
@@ -132,11 +133,14 @@ def test_config_parsing_and_errors() -> None:
 def test_augmented_training_pair_is_consistent(tiny_root: Path) -> None:
     """The target of an augmented slice is the RSS of its augmented, fully sampled k-space (centre-cropped)."""
     always = {"schedule": {"strength": 1.0, "kind": "constant"}}
-    dm = SnuDataModule(str(tiny_root), augment=always, crop_height={"brain": 192, "knee": 192})
+    spec = InputSpec(crop_height={"brain": 192, "knee": 192})
+    dm = SnuDataModule(str(tiny_root), augment=always)
+    dm.set_input_spec(spec)
     dm.setup("fit")
     assert dm.train_dataset is not None and dm.val_dataset is not None
     assert dm.val_dataset.transform.augment is None  # validation is never augmented
-    plain = SnuDataModule(str(tiny_root), crop_height={"brain": 192, "knee": 192})
+    plain = SnuDataModule(str(tiny_root))
+    plain.set_input_spec(spec)
     plain.setup("fit")
     assert plain.train_dataset is not None
     changed = 0
@@ -145,7 +149,7 @@ def test_augmented_training_pair_is_consistent(tiny_root: Path) -> None:
         reference = plain.train_dataset[index]
         vi, slice_num = dm.train_dataset.items[index]
         volume = dm.train_dataset.volumes[vi].volume
-        transform: VarNetTransform = dm.train_dataset.transform
+        transform: SliceTransform = dm.train_dataset.transform
         assert transform.augment is not None
         ops = transform.augment.draw(volume.anatomy, volume.name, slice_num)
         if not ops:
@@ -153,7 +157,7 @@ def test_augmented_training_pair_is_consistent(tiny_root: Path) -> None:
         changed += 1
         # rebuild the fully sampled augmented k-space by hand and compare target and masked k-space
         from kspacelab import formats
-        from kspacelab.data.transforms import crop_readout
+        from kspacelab.physics import crop_readout
 
         kspace, _ = formats.read_kspace_slice(volume.kspace_path, slice_num)
         full = physics.fft2c(
@@ -184,7 +188,7 @@ def test_epoch_reaches_the_augmentation_and_training_with_it(tiny_root: Path, tm
     assert all(isinstance(key, tuple) and key[1] == 0 for key in batch)
     dm.train_dataset[(0, 3)]
     assert dm.train_dataset.transform.augment.epoch == 3
-    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    config = Path(__file__).resolve().parents[1] / "src" / "kspacelab" / "configs" / "demo.yaml"
     argv = [
         "train",
         "--config",

@@ -1,4 +1,4 @@
-"""Tests of the slice dataset, the VarNet transform, the shape-grouped sampler and the data module."""
+"""Tests of the slice dataset, the slice transform, the shape-grouped sampler and the data module."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from kspacelab import formats, masks, physics
 from kspacelab.data import (
     ShapeGroupedBatchSampler,
     SliceDataset,
+    SliceTransform,
     SnuDataModule,
-    VarNetSample,
-    VarNetTransform,
-    crop_readout,
 )
 from kspacelab.data.synthetic import simulate_dataset
 from kspacelab.errors import KspacelabError
+from kspacelab.models.base import InputSpec, ReconSample
+from kspacelab.physics import crop_readout
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def train(root: Path) -> SliceDataset:
-    return SliceDataset.from_folder(root / "train", VarNetTransform(), split="train")
+    return SliceDataset.from_folder(root / "train", SliceTransform(), split="train")
 
 
 def _real_view(k: np.ndarray) -> torch.Tensor:
@@ -53,7 +53,7 @@ def test_item_shapes_and_dtypes(train: SliceDataset) -> None:
     assert len(train) == 8  # 4 volumes x 2 slices
     for i in range(len(train)):
         item = train[i]
-        assert isinstance(item, VarNetSample)
+        assert isinstance(item, ReconSample)
         c, h, w = train.volumes[train.items[i][0]].kspace_shape
         assert item.masked_kspace.shape == (c, h, w, 2)
         assert item.masked_kspace.dtype == torch.float32
@@ -68,6 +68,9 @@ def test_item_shapes_and_dtypes(train: SliceDataset) -> None:
         assert item.anatomy in ("brain", "knee")
         assert item.fname.endswith(".h5")
         assert item.slice_num == train.items[i][1]
+        assert item.extra_images.shape == (0, TINY.crop, TINY.crop)  # the default spec names no extra images
+        assert item.extra_images.dtype == torch.float32
+        assert item.output_size() == (TINY.crop, TINY.crop)
 
 
 def test_train_item_is_file_kspace_times_file_mask_with_target_and_max(train: SliceDataset) -> None:
@@ -95,7 +98,7 @@ def test_train_item_is_file_kspace_times_file_mask_with_target_and_max(train: Sl
 def test_leaderboard_items_unchanged(root: Path) -> None:
     for acc in (4, 8):
         board = SliceDataset.from_folder(
-            root / "leaderboard" / f"acc{acc}", VarNetTransform(), split="leaderboard", acceleration=acc
+            root / "leaderboard" / f"acc{acc}", SliceTransform(), split="leaderboard", acceleration=acc
         )
         assert len(board) == 4
         for i in range(len(board)):
@@ -107,7 +110,7 @@ def test_leaderboard_items_unchanged(root: Path) -> None:
 
 
 def test_adjacent_slices_stack_along_coils_with_clamping(root: Path, train: SliceDataset) -> None:
-    adj = SliceDataset.from_folder(root / "train", VarNetTransform(), num_adj_slices=3)
+    adj = SliceDataset.from_folder(root / "train", SliceTransform(InputSpec(num_adj_slices=3)))
     vol = adj.volumes[0].volume
     num_slices = adj.volumes[0].num_slices
     coils = adj.volumes[0].kspace_shape[0]
@@ -130,7 +133,7 @@ def test_adjacent_slices_stack_along_coils_with_clamping(root: Path, train: Slic
 
 
 def test_mask_func_seeded_from_fname_matches_direct_call(root: Path) -> None:
-    transform = VarNetTransform(
+    transform = SliceTransform(
         mask_func=masks.create_mask_for_mask_type("equispaced_fraction", [0.08], [4]),
         use_file_mask=False,
         seed_from_fname=True,
@@ -151,7 +154,7 @@ def test_mask_func_seeded_from_fname_matches_direct_call(root: Path) -> None:
 
 
 def test_unseeded_mask_func_draws_new_masks_each_epoch(root: Path) -> None:
-    transform = VarNetTransform(
+    transform = SliceTransform(
         mask_func=masks.create_mask_for_mask_type("equispaced_fraction", [0.08], [4], seed=0),
         use_file_mask=False,
     )
@@ -162,10 +165,10 @@ def test_unseeded_mask_func_draws_new_masks_each_epoch(root: Path) -> None:
 
 def test_transform_needs_a_mask() -> None:
     with pytest.raises(ValueError, match="mask_func"):
-        VarNetTransform(use_file_mask=False)
+        SliceTransform(use_file_mask=False)
     k = np.ones((2, 8, 6), dtype=np.complex64)
     with pytest.raises(ValueError, match="no mask"):
-        VarNetTransform()(k, None, None, {}, "x.h5", 0)
+        SliceTransform()(k, None, None, {}, "x.h5", 0)
 
 
 # ---------------------------------------------------------------------------------------- crop height
@@ -190,7 +193,7 @@ def test_crop_height_keeps_the_target_image(train: SliceDataset) -> None:
     height = 160  # TINY: H = 256, target 128
     cropped = SliceDataset(
         [info.volume for info in train.volumes],
-        VarNetTransform(crop_height={"brain": height, "knee": height}),
+        SliceTransform(InputSpec(crop_height={"brain": height, "knee": height})),
     )
     assert {key[1] for key in cropped.shape_keys()} == {height}
     for i in (0, len(train) - 1):
@@ -202,9 +205,13 @@ def test_crop_height_keeps_the_target_image(train: SliceDataset) -> None:
         image = _image_rss(small.masked_kspace, crop)
         assert float((image - reference).abs().max()) <= 1e-5 * float(reference.abs().max())
     with pytest.raises(ValueError, match="smaller than the target"):
-        SliceDataset([train.volumes[0].volume], VarNetTransform(crop_height={"brain": 100, "knee": 100}))[0]
+        SliceDataset(
+            [train.volumes[0].volume], SliceTransform(InputSpec(crop_height={"brain": 100, "knee": 100}))
+        )[0]
     with pytest.raises(ValueError, match="parity"):
-        SliceDataset([train.volumes[0].volume], VarNetTransform(crop_height={"brain": 161, "knee": 161}))[0]
+        SliceDataset(
+            [train.volumes[0].volume], SliceTransform(InputSpec(crop_height={"brain": 161, "knee": 161}))
+        )[0]
 
 
 # -------------------------------------------------------------------------------------------- sampler
@@ -263,7 +270,7 @@ def test_sampler_splits_batches_across_ranks() -> None:
 
 
 def _batches(loader: torch.utils.data.DataLoader) -> list[Any]:
-    """All batches of a loader (collated VarNetSamples: tensor, not int/float, fields)."""
+    """All batches of a loader (collated ReconSamples: tensor, not int/float, fields)."""
     return list(loader)
 
 
@@ -273,7 +280,7 @@ def test_datamodule_builds_loaders_and_collates(root: Path, tmp_path: Path) -> N
     assert dm.train_dataset is not None and dm.val_dataset is not None
     assert len(dm.train_dataset) == 8 and len(dm.val_dataset) == 8
     batch: Any = next(iter(dm.train_dataloader()))
-    assert type(batch).__name__ == "VarNetSample" and batch._fields == VarNetSample._fields
+    assert type(batch).__name__ == "ReconSample" and batch._fields == ReconSample._fields
     b, c, _, w, two = batch.masked_kspace.shape
     assert (b, c, two) == (2, 6, 2)
     assert batch.mask.shape == (2, 1, 1, w, 1)
@@ -365,8 +372,8 @@ def test_nyu_multicoil_items(tmp_path: Path) -> None:
     test_dir.mkdir()
     kspace, target = _write_nyu(train_dir / "file1000001.h5", True, rng)
     mask_func = masks.create_mask_for_mask_type("equispaced_fraction", [0.08], [4])
-    transform = VarNetTransform(mask_func=mask_func, seed_from_fname=True)
-    ds = SliceDataset.from_nyu(train_dir, transform, num_adj_slices=3)
+    transform = SliceTransform(InputSpec(num_adj_slices=3), mask_func=mask_func, seed_from_fname=True)
+    ds = SliceDataset.from_nyu(train_dir, transform)
     assert len(ds) == 3
     item = ds[1]
     assert item.masked_kspace.shape == (12, 32, 24, 2)
@@ -380,7 +387,7 @@ def test_nyu_multicoil_items(tmp_path: Path) -> None:
     assert ds.shape_keys()[0] == (12, 32, 24, 16, 16)
 
     k_test, _ = _write_nyu(test_dir / "file_brain_AXT2_1.h5", False, rng)
-    test_item = SliceDataset.from_nyu(test_dir, VarNetTransform())[0]
+    test_item = SliceDataset.from_nyu(test_dir, SliceTransform())[0]
     assert torch.equal(test_item.mask.reshape(-1), torch.from_numpy(masks.snu_mask(24, 4)))
     assert torch.equal(test_item.masked_kspace, _real_view(k_test[0]) * test_item.mask)
     assert test_item.crop_size.tolist() == [20, 18]  # the header's recon size
@@ -401,17 +408,15 @@ def test_missing_split_folder_is_a_one_line_error(root: Path) -> None:
 
 def test_even_or_bad_arguments_raise(train: SliceDataset) -> None:
     volumes = [info.volume for info in train.volumes]
-    for bad in (0, 2, 4):
+    for bad in (0, 2, 4):  # the number of adjacent slices is validated by the model's input spec
         with pytest.raises(ValueError, match="num_adj_slices"):
-            SliceDataset(volumes, VarNetTransform(), num_adj_slices=bad)
-    with pytest.raises(ValueError, match="num_adj_slices"):
-        SnuDataModule("unused", num_adj_slices=2)
+            InputSpec(num_adj_slices=bad)
     with pytest.raises(ValueError, match="sample_rate"):
-        SliceDataset(volumes, VarNetTransform(), sample_rate=0.0)
-    half = SliceDataset(volumes, VarNetTransform(), sample_rate=0.5, seed=1)
+        SliceDataset(volumes, SliceTransform(), sample_rate=0.0)
+    half = SliceDataset(volumes, SliceTransform(), sample_rate=0.5, seed=1)
     assert len(half.volumes) == 2
     assert [v.volume for v in half.volumes] == [
-        v.volume for v in SliceDataset(volumes, VarNetTransform(), sample_rate=0.5, seed=1).volumes
+        v.volume for v in SliceDataset(volumes, SliceTransform(), sample_rate=0.5, seed=1).volumes
     ]
 
 

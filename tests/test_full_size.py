@@ -75,22 +75,18 @@ def test_classical_methods_beat_zero_filled_at_real_geometry(
 )
 def test_promptmr_team_configurations_forward_at_full_size(team: str, anatomy: str) -> None:
     """One inference pass of each 2025 team configuration at the challenge geometry, with the recipe's crop."""
-    from pathlib import Path
-
-    import yaml
-
-    from kspacelab.data.transforms import crop_readout
     from kspacelab.models import PromptMR
+    from kspacelab.physics import crop_readout
+    from kspacelab.training.recipes import compose
 
-    recipe = yaml.safe_load(
-        (Path(__file__).resolve().parents[1] / "configs" / f"snu2025_promptmr_{team}.yaml").read_text()
-    )
+    recipe = compose([f"snu2025_promptmr_{team}"])  # the bundled recipe
     kwargs = recipe["model"]["model_kwargs"]
     adj = int(kwargs["num_adj_slices"])
     height, width, coils = (768, 396, 16) if anatomy == "brain" else (640, 372, 15)
-    crop = (recipe["data"].get("crop_height") or {}).get(anatomy)
+    crop = (recipe["model"].get("crop_height") or {}).get(anatomy)
     torch.manual_seed(0)
     model = PromptMR(**kwargs).eval()
+    assert model.input_spec().num_adj_slices == adj
     g = torch.Generator().manual_seed(0)
     kspace = torch.randn(1, adj * coils, height, width, dtype=torch.complex64, generator=g) * 1e-4
     if crop is not None:

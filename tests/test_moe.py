@@ -16,10 +16,10 @@ from helpers import TINY
 from kspacelab import formats
 from kspacelab.cli import main
 from kspacelab.errors import KspacelabError
+from kspacelab.experts.manifest import read_bundle, write_bundle
 from kspacelab.masks import random_offset_mask
 from kspacelab.models import AnatomyClassifier
 from kspacelab.models.classifier import classify_volume, normalise_images
-from kspacelab.models.moe import read_bundle, write_bundle
 from kspacelab.training import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def classifier_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     args = [
         "train",
         "--config",
-        str(REPO / "configs" / "anatomy_classifier.yaml"),
+        str(REPO / "src" / "kspacelab" / "configs" / "anatomy_classifier.yaml"),
         "--data.root",
         str(tiny_root),
     ]
@@ -55,13 +55,13 @@ def bundle_run(tiny_root: Path, classifier_run: Path, tmp_path_factory: pytest.T
     """A bundle recipe trained with `kspacelab train --bundle`: acc4/acc8 experts for brain, one knee expert."""
     folder = tmp_path_factory.mktemp("bundle")
     recipe = folder / "recipe.yaml"
-    varnet = REPO / "configs" / "demo.yaml"
+    varnet = REPO / "src" / "kspacelab" / "configs" / "demo.yaml"
     steps = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"]
     recipe.write_text(
         json.dumps(
             {
                 "classifier": {
-                    "config": str(REPO / "configs" / "anatomy_classifier.yaml"),
+                    "config": str(REPO / "src" / "kspacelab" / "configs" / "anatomy_classifier.yaml"),
                     "args": [*TINY_CLASSIFIER, "--trainer.max_epochs", "10", "--data.batch_size", "4"],
                 },
                 "experts": [
@@ -110,8 +110,10 @@ def test_classifier_shapes_and_scale_invariance() -> None:
 
 
 def test_classifier_trains_with_kspacelab_train(classifier_run: Path, tiny_root: Path) -> None:
-    model, info = load_model(classifier_run / "checkpoints" / "best.ckpt")
-    assert isinstance(model, AnatomyClassifier) and info["model_name"] == "anatomy_classifier"
+    loaded = load_model(classifier_run / "checkpoints" / "best.ckpt")
+    model = loaded.model
+    assert isinstance(model, AnatomyClassifier) and loaded.name == "anatomy_classifier"
+    assert loaded.data_hyper_parameters["image_key"] == "image_grappa"  # what the router reads
     rows = (next((classifier_run / "logs").glob("version_*/metrics.csv"))).read_text().splitlines()
     header = rows[0].split(",")
     assert {"val/accuracy", "val/slice_accuracy", "val/loss", "train/loss"} <= set(header)
@@ -314,14 +316,19 @@ def test_demo_moe_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "routing:" in (tmp_path / "demo" / "moe_report.md").read_text()
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*moe*.yaml")))
+@pytest.mark.parametrize(
+    "recipe", sorted(p.name for p in (REPO / "src" / "kspacelab" / "configs").glob("*moe*.yaml"))
+)
 def test_bundle_recipes_parse_and_cover_every_route(
     recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kspacelab.models.moe import ANY, Bundle, ExpertSpec
-    from kspacelab.training.bundle import config_args, read_recipe
+    from kspacelab.experts.manifest import ANY, Bundle, ExpertSpec
+    from kspacelab.experts.training import read_recipe
 
-    members, source = read_recipe(REPO / "configs" / recipe)
+    def config_args(configs: tuple[Path, ...]) -> list[str]:
+        return [word for config in configs for word in ("--config", str(config))]
+
+    members, source = read_recipe(REPO / "src" / "kspacelab" / "configs" / recipe)
     experts = [m for m in members if m.role == "expert"]
     specs = tuple(ExpertSpec(m.name, m.anatomy, m.acc, m.mask_rule, tmp_path) for m in experts)
     has_fallback = any(m.role == "fallback" for m in members)
@@ -335,16 +342,18 @@ def test_bundle_recipes_parse_and_cover_every_route(
     from kspacelab.training.stages import read_stages
 
     for member in members:
-        words = [*config_args(member.configs), *member.route_args(), *member.args]
+        words = [*member.route_args(), *member.args]
         runs = (
-            [[*config_args(configs), *args, *words] for _, configs, args in read_stages(member.stages)]
+            [
+                [*config_args(stage.configs), *config_args(member.configs), *stage.args, *words]
+                for stage in read_stages(member.stages)
+            ]
             if member.stages is not None
-            else [words]
+            else [[*config_args(member.configs), *words]]
         )
         for argv in runs:  # one command line per stage
-            with pytest.raises(SystemExit) as exc:
-                main(["train", *argv, "--print_config"])
-            assert exc.value.code == 0, member.name
+            capsys.readouterr()
+            assert main(["train", *argv, "--print_config"]) == 0, member.name
             resolved = yaml.safe_load(capsys.readouterr().out)
             augment = mask_augment_from_config(resolved["data"].get("mask_augment"))
             if member.mask_rule == "other":
@@ -359,9 +368,9 @@ def test_bundle_recipes_parse_and_cover_every_route(
 def test_bundle_member_trained_in_stages(tiny_root: Path, tmp_path: Path) -> None:
     """A member with `stages:` runs the staged recipe (the route and extra args apply to every stage); the
     manifest names the last stage's best checkpoint; a second run reuses every stage."""
-    from kspacelab.training.bundle import read_recipe, train_bundle
+    from kspacelab.experts.training import read_recipe, train_bundle
 
-    demo = REPO / "configs" / "demo.yaml"
+    demo = REPO / "src" / "kspacelab" / "configs" / "demo.yaml"
     (tmp_path / "stages.yaml").write_text(
         f"stages:\n  - {{name: one, config: {demo}}}\n"
         f"  - {{name: two, config: {demo}, args: ['--model.lr', '0.0005']}}\n"
@@ -389,7 +398,8 @@ def test_bundle_member_trained_in_stages(tiny_root: Path, tmp_path: Path) -> Non
     assert staged.checkpoint == (tmp_path / "run" / "all4" / "two" / "checkpoints" / "best.ckpt").resolve()
     saved = yaml.safe_load((tmp_path / "run" / "all4" / "two" / "config.yaml").read_text())
     assert saved["data"]["only_accelerations"] == [4] and saved["model"]["lr"] == 0.0005
-    assert saved["init_weights"] == str(tmp_path / "run" / "all4" / "one" / "checkpoints" / "last.ckpt")
+    marker = json.loads((tmp_path / "run" / "all4" / "two" / "kspacelab-run.json").read_text())
+    assert marker["init_weights"] == str(tmp_path / "run" / "all4" / "one" / "checkpoints" / "last.ckpt")
     before = staged.checkpoint.stat().st_mtime_ns
     train_bundle(tmp_path / "bundle.yaml", tmp_path / "run", ["--data.root", str(tiny_root), *tiny], False)
     assert staged.checkpoint.stat().st_mtime_ns == before  # reused

@@ -19,15 +19,16 @@ from kspacelab import formats, physics
 from kspacelab.cli import main
 from kspacelab.data.dataset import SliceDataset
 from kspacelab.data.synthetic import simulate_dataset
-from kspacelab.data.transforms import VarNetTransform
+from kspacelab.data.transforms import SliceTransform
 from kspacelab.models import MODEL_REGISTRY, PromptMR, build_model
+from kspacelab.models.base import InputSpec
 from kspacelab.models.promptmr import PromptMRCascade
 from kspacelab.models.promptmr_blocks import PromptUnet
-from kspacelab.training import load_model, model_data_settings
+from kspacelab.training import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-EJ_CONFIG = REPO / "configs" / "snu2025_promptmr_ej.yaml"
-SMARTIFY_CONFIG = REPO / "configs" / "snu2025_promptmr_smartify.yaml"
+EJ_CONFIG = REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_ej.yaml"
+SMARTIFY_CONFIG = REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_smartify.yaml"
 
 TINY_KWARGS: dict[str, Any] = {
     "num_cascades": 2,
@@ -104,14 +105,20 @@ def test_parameter_counts_match_spec() -> None:
     assert (ej_total, ej_trainable) == (34_225_487, 29_663_567)
     assert sm_total == 6_014_409
     assert (ref_total, ref_trainable) == (92_859_339, 82_491_339)
-    # the recipes' model and data agree on the adjacent slices, and the options are plain YAML types
+    # the data pipeline stacks as many adjacent slices as the model declares (the recipes' data sections no
+    # longer carry them, nor the readout crop), and the options are plain YAML types
     for recipe in (ej, smartify):
-        assert recipe["model"]["model_kwargs"]["num_adj_slices"] == recipe["data"]["num_adj_slices"]
+        kwargs = recipe["model"]["model_kwargs"]
+        assert "num_adj_slices" not in recipe["data"] and "crop_height" not in recipe["data"]
+        with torch.device("meta"):
+            spec = PromptMR(**kwargs).input_spec()
+        assert spec == InputSpec(num_adj_slices=kwargs["num_adj_slices"])
         assert recipe["model"]["model_name"] == "promptmr"
 
 
 def test_registry_and_fixed_prompts() -> None:
-    assert MODEL_REGISTRY["promptmr"] is PromptMR
+    entry = MODEL_REGISTRY["promptmr"]
+    assert entry.cls is PromptMR and entry.name == "promptmr" and entry.task == "reconstruction"
     model = build_model("promptmr", **TINY_KWARGS)
     prompts = [p for name, p in model.named_parameters() if name.endswith(".prompt")]
     assert prompts and not any(p.requires_grad for p in prompts)
@@ -274,13 +281,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Pat
 
 def test_adjacent_slices_at_volume_edges(tiny_root: Path) -> None:
     volumes = formats.discover_folder(tiny_root / "train", split="train")
-    dataset = SliceDataset(volumes[:1], VarNetTransform(), num_adj_slices=3)
-    single = SliceDataset(volumes[:1], VarNetTransform(), num_adj_slices=1)
+    model = _model(num_adj_slices=3).eval()
+    assert model.input_spec().num_adj_slices == 3
+    dataset = SliceDataset(volumes[:1], SliceTransform(model.input_spec()))
+    single = SliceDataset(volumes[:1], SliceTransform(InputSpec(num_adj_slices=1)))
     n = len(single)
     assert n >= 2 and len(dataset) == n
     blocks = [single[s].masked_kspace for s in range(n)]
     coils = blocks[0].shape[0]
-    model = _model(num_adj_slices=3).eval()
     for s, expected in ((0, [0, 0, 1]), (n - 1, [n - 2, n - 1, n - 1])):
         item = dataset[s]
         stacked = item.masked_kspace.reshape(3, coils, *item.masked_kspace.shape[1:])
@@ -332,9 +340,13 @@ def test_recipe_trains_and_reconstructs(
     ]
     assert main(args) == 0
     best = run_dir / "checkpoints" / "best.ckpt"
-    model, info = load_model(best)
-    assert isinstance(model, PromptMR) and info["model_kwargs"] == tiny and info["global_step"] == 2
-    assert model_data_settings(info) == (3, {"brain": 384, "knee": 416})
+    loaded = load_model(best)
+    assert isinstance(loaded.model, PromptMR) and loaded.name == "promptmr"
+    assert loaded.config == tiny and loaded.provenance.global_step == 2
+    assert (loaded.input_spec.num_adj_slices, loaded.input_spec.crop_height) == (
+        3,
+        {"brain": 384, "knee": 416},
+    )
 
     out = tmp_path / "recon"
     leaderboard = tiny_root / "leaderboard"

@@ -11,7 +11,7 @@ import yaml
 from kspacelab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "src" / "kspacelab" / "configs"
 TINY_MODELS: dict[str, dict[str, object]] = {
     "varnet": {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2},
     "anatomy_classifier": {"chans": 4, "num_blocks": 2, "image_size": 32},
@@ -69,14 +69,14 @@ def test_staged_recipe_trains_one_step_per_stage(recipe: str, tiny_root: Path, t
     argv += [
         "--data.root",
         str(tiny_root),
-        *_tiny_overrides(stages[0][1][0]),
+        *_tiny_overrides(stages[0].configs[0]),
         "--trainer.max_steps",
         "1",
         *COMMON,
     ]
     assert main(argv) == 0
-    for name, _, _ in stages:
-        assert (tmp_path / "run" / name / "checkpoints" / "best.ckpt").is_file()
+    for stage in stages:
+        assert (tmp_path / "run" / stage.name / "checkpoints" / "best.ckpt").is_file()
 
 
 def test_helper_variant_composes_with_the_model_recipe(tiny_root: Path, tmp_path: Path) -> None:
@@ -92,22 +92,20 @@ def test_helper_variant_composes_with_the_model_recipe(tiny_root: Path, tmp_path
 
 def test_recipe_members_take_a_list_of_configs_and_report_bad_ones(tmp_path: Path) -> None:
     from kspacelab.errors import KspacelabError
-    from kspacelab.training.bundle import config_args, read_recipe
+    from kspacelab.experts.training import read_recipe
+    from kspacelab.training.recipes import compose
     from kspacelab.training.stages import read_stages
 
     (tmp_path / "a.yaml").write_text("model: {lr: 0.1}\n")
     (tmp_path / "b.yaml").write_text("model: {lr: 0.2}\n")
     stages = tmp_path / "stages.yaml"
     stages.write_text("stages:\n  - {name: one, config: [a.yaml, b.yaml]}\n  - {config: a.yaml}\n")
-    (one, configs, _), (two, single, _) = read_stages(stages)
-    assert (one, two) == ("one", "stage2")
-    assert configs == (tmp_path / "a.yaml", tmp_path / "b.yaml") and single == (tmp_path / "a.yaml",)
-    assert config_args(configs) == [
-        "--config",
-        str(tmp_path / "a.yaml"),
-        "--config",
-        str(tmp_path / "b.yaml"),
-    ]
+    first, second = read_stages(stages)
+    assert (first.name, second.name) == ("one", "stage2")
+    assert first.configs == (tmp_path / "a.yaml", tmp_path / "b.yaml")
+    assert second.configs == (tmp_path / "a.yaml",)
+    assert compose(first.configs) == {"model": {"lr": 0.2}}  # later configs override earlier ones
+    assert compose(first.configs, ["--model.lr", "1e-3"]) == {"model": {"lr": 0.001}}
     bundle = tmp_path / "bundle.yaml"
     for bad, message in (
         ("[a.yaml, missing.yaml]", "config missing.yaml not found"),

@@ -3,6 +3,7 @@ same weights as an uninterrupted run (random masks, MRAugment, an epoch boundary
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ STEPS = 12  # the tiny train split has 8 slices: the run crosses one epoch bound
 def _command(root: Path, run_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "kspacelab.cli", "train",
-        "--config", str(REPO / "configs" / "demo.yaml"),
+        "--config", str(REPO / "src" / "kspacelab" / "configs" / "demo.yaml"),
         "--data.root", str(root),
         "--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}",
         "--data.use_file_mask", "false", "--data.mask_type", "random", "--data.accelerations", "[4, 8]",
@@ -82,7 +83,13 @@ def test_kill_and_rerun_gives_bitwise_identical_weights(tiny_root: Path, tmp_pat
 
 def test_rerun_of_a_different_model_into_the_same_folder_is_refused(tiny_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    base = ["train", "--config", str(REPO / "configs" / "demo.yaml"), "--data.root", str(tiny_root)]
+    base = [
+        "train",
+        "--config",
+        str(REPO / "src" / "kspacelab" / "configs" / "demo.yaml"),
+        "--data.root",
+        str(tiny_root),
+    ]
     base += ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--run-dir", str(run)]
     tiny = ["--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}"]
     assert main([*base, *tiny]) == 0
@@ -92,7 +99,7 @@ def test_rerun_of_a_different_model_into_the_same_folder_is_refused(tiny_root: P
 
 def test_staged_recipe_carries_the_weights_over(tiny_root: Path, tmp_path: Path) -> None:
     """Stage 2 starts from stage 1's final weights: with a zero learning rate it ends exactly there."""
-    config = REPO / "configs" / "demo.yaml"
+    config = REPO / "src" / "kspacelab" / "configs" / "demo.yaml"
     recipe = tmp_path / "staged.yaml"
     recipe.write_text(
         f"stages:\n"
@@ -109,42 +116,47 @@ def test_staged_recipe_carries_the_weights_over(tiny_root: Path, tmp_path: Path)
     two = torch.load(run / "two" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.allclose(one[k], two[k], rtol=0, atol=1e-20) for k in one)
     saved = (run / "two" / "config.yaml").read_text()
-    assert "merge_val_into_train: true" in saved and "init_weights:" in saved
+    marker = json.loads((run / "two" / "kspacelab-run.json").read_text())
+    assert "merge_val_into_train: true" in saved
+    assert marker["init_weights"] == str(run / "one" / "checkpoints" / "last.ckpt")
     assert main(argv) == 0  # a second run reuses both finished stages
 
 
 def _resolved(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
     """The configuration ``kspacelab train ARGV --print_config`` resolves to."""
-    with pytest.raises(SystemExit) as exc:
-        main(["train", *argv, "--print_config"])
-    assert exc.value.code == 0
+    capsys.readouterr()
+    assert main(["train", *argv, "--print_config"]) == 0
     return yaml.safe_load(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("recipe", sorted(p.name for p in (REPO / "configs").glob("*_stages.yaml")))
+def _config_args(configs: tuple[Path, ...]) -> list[str]:
+    return [word for config in configs for word in ("--config", str(config))]
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted(p.name for p in (REPO / "src" / "kspacelab" / "configs").glob("*_stages.yaml"))
+)
 def test_staged_recipes_parse(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
     from kspacelab.data.augment import augment_from_config, mask_augment_from_config
-    from kspacelab.training.bundle import config_args
     from kspacelab.training.stages import read_stages
 
-    stages = read_stages(REPO / "configs" / recipe)
+    stages = read_stages(REPO / "src" / "kspacelab" / "configs" / recipe)
     assert len(stages) >= 2
-    for _, configs, args in stages:
-        resolved = _resolved([*config_args(configs), *args], capsys)
+    for stage in stages:
+        resolved = _resolved([*_config_args(stage.configs), *stage.args], capsys)
         augment_from_config(resolved["data"]["augment"])  # valid (or None)
         mask_augment_from_config(resolved["data"]["mask_augment"])
         assert resolved["model"]["model_name"] == "promptmr"
 
 
 def test_ej_stages_reproduce_the_team_schedule(capsys: pytest.CaptureFixture[str]) -> None:
-    """EJ's three stages (SPEC.md section 5 and the team's public scripts): 15 epochs each, cosine restarts at
+    """EJ's three stages (the team's public training scripts): 15 epochs each, cosine restarts at
     3e-4 / 2e-4 / 1e-4, MRAugment from stage 2, per-anatomy augmentation and knee masks in stage 3."""
     from kspacelab.data.augment import augment_from_config, mask_augment_from_config
-    from kspacelab.training.bundle import config_args
     from kspacelab.training.stages import read_stages
 
-    stages = read_stages(REPO / "configs" / "snu2025_ej_stages.yaml")
-    resolved = [_resolved([*config_args(configs), *args], capsys) for _, configs, args in stages]
+    stages = read_stages(REPO / "src" / "kspacelab" / "configs" / "snu2025_ej_stages.yaml")
+    resolved = [_resolved([*_config_args(s.configs), *s.args], capsys) for s in stages]
     assert [r["trainer"]["max_epochs"] for r in resolved] == [15, 15, 15]
     assert [r["model"]["lr"] for r in resolved] == [3e-4, 2e-4, 1e-4]
     assert [r["model"]["warmup_epochs"] for r in resolved] == [1.0, 0.0, 0.0]

@@ -8,7 +8,8 @@ import torch
 from kspacelab import physics
 from kspacelab.masks import create_mask_for_mask_type
 from kspacelab.models import MODEL_REGISTRY, NormUnet, Unet, VarNet, build_model
-from kspacelab.models.varnet import VarNetBlock, low_frequency_window
+from kspacelab.models.varnet import VarNetBlock
+from kspacelab.physics import low_frequency_window
 
 fastmri_models = pytest.importorskip("fastmri.models")
 
@@ -210,11 +211,20 @@ def test_normunet_and_unet_match_fastmri() -> None:
 
 
 def test_registry() -> None:
-    assert MODEL_REGISTRY["varnet"] is VarNet
+    entry = MODEL_REGISTRY["varnet"]
+    assert entry.cls is VarNet and entry.task == "reconstruction" and entry.name == "varnet"
+    assert entry.config(**SMALL).num_cascades == 2  # the typed config has the constructor's fields
     model = build_model("varnet", **SMALL)
     assert isinstance(model, VarNet) and len(model.cascades) == 2
     with pytest.raises(ValueError, match="varnet"):
         build_model("no-such-model")
+    # a misspelt key names itself and lists the allowed keys; a value of the wrong type is refused
+    with pytest.raises(ValueError, match=r"num_cascade\b.*allowed: num_cascades, sens_chans"):
+        build_model("varnet", num_cascade=2)
+    with pytest.raises(ValueError, match="chans"):
+        build_model("varnet", chans="eight")
+    with pytest.raises(ValueError, match="chans"):
+        build_model("varnet", chans=True)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kspacelab import __version__
+from kspacelab import __version__, challenge
 from kspacelab.errors import KspacelabError
 
 
@@ -57,30 +57,67 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kspacelab.training import train_main
+    progress = not args.quiet
+    overrides = list(args.overrides)
+    if args.use_val_for_final:
+        overrides += ["--data.merge_val_into_train", "true"]
+    if args.bundle is not None or args.stages is not None:
+        if args.run_dir is None:
+            raise KspacelabError(f"train: {'--bundle' if args.bundle else '--stages'} needs --run-dir DIR")
+        if args.config:
+            raise KspacelabError(
+                "train: --config does not go with --bundle/--stages (the recipe names its configs)"
+            )
+        for option in ("seed", "ckpt_path", "init_weights", "save_every_n_steps"):
+            if getattr(args, option) is not None:
+                raise KspacelabError(f"train: --{option} does not go with --bundle/--stages")
+    if args.bundle is not None:
+        from kspacelab.experts.training import train_bundle
+        from kspacelab.training.recipes import find_config
 
-    return train_main(args.train_args)
+        train_bundle(find_config(args.bundle), args.run_dir, overrides, progress=progress)
+        return 0
+    if args.stages is not None:
+        from kspacelab.training.recipes import find_config
+        from kspacelab.training.stages import train_stages
+
+        train_stages(find_config(args.stages), args.run_dir, overrides, progress=progress)
+        return 0
+    if not args.config:
+        raise KspacelabError("train: --config RECIPE is required (or --stages / --bundle)")
+    from kspacelab.training.run import fit
+
+    fit(
+        args.config,
+        overrides,
+        run_dir=args.run_dir,
+        seed=args.seed,
+        ckpt_path=args.ckpt_path,
+        init_weights=args.init_weights,
+        save_every_n_steps=args.save_every_n_steps,
+        print_config=args.print_config,
+        progress=progress,
+    )
+    return 0
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    from kspacelab.inference import reconstruct_dataset, reconstruct_with_bundle, reconstruct_with_checkpoint
+    from kspacelab.inference import ReconOptions, reconstruct_dataset, reconstruct_with_checkpoint
 
     if args.workers > 1 and args.method is None:
         raise KspacelabError("--workers applies to --method reconstructions only")
     if (args.time_budget is not None or args.strict) and args.bundle is None:
         raise KspacelabError("--time-budget and --strict apply to --bundle reconstructions only")
+    if args.tta and args.method is not None:
+        raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
+    options = ReconOptions(
+        device=args.device, batch_size=args.batch_size, tta=args.tta, crop=args.crop, progress=not args.quiet
+    )
     if args.bundle is not None:
+        from kspacelab.experts.reconstruct import reconstruct_with_bundle
+
         summary, decisions = reconstruct_with_bundle(
-            args.data,
-            args.out,
-            args.bundle,
-            tta=args.tta,
-            batch_size=args.batch_size,
-            device=args.device,
-            crop=args.crop,
-            progress=not args.quiet,
-            time_budget=args.time_budget,
-            strict=args.strict,
+            args.data, args.out, args.bundle, options, time_budget=args.time_budget, strict=args.strict
         )
         counts: dict[str, int] = {}
         for decision in decisions:
@@ -92,28 +129,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
         print(f"routing: {args.out / 'routing.json'}")
     elif args.checkpoint is not None:
-        summary = reconstruct_with_checkpoint(
-            args.data,
-            args.out,
-            args.checkpoint,
-            tta=args.tta,
-            batch_size=args.batch_size,
-            device=args.device,
-            crop=args.crop,
-            progress=not args.quiet,
-        )
+        summary = reconstruct_with_checkpoint(args.data, args.out, args.checkpoint, options)
         what = f"checkpoint {args.checkpoint.name}" + (" + flip TTA" if args.tta else "")
     else:
-        if args.tta:
-            raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
-        summary = reconstruct_dataset(
-            args.data,
-            args.out,
-            method=args.method,
-            crop=args.crop,
-            progress=not args.quiet,
-            workers=args.workers,
-        )
+        summary = reconstruct_dataset(args.data, args.out, args.method, options, workers=args.workers)
         what = args.method
     print(
         f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {what} into {args.out} "
@@ -128,7 +147,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_leaderboard(args.leaderboard, args.recon, progress=not args.quiet)
     print(result.table())
-    for group in ("acc4", "acc8"):
+    for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
         if group in result.groups:
             print(f"SSIM {group}: {result.groups[group]:.4f}")
     if result.total is not None:
@@ -181,22 +200,77 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
-    # Everything after "train" goes to the Lightning CLI (jsonargparse): no option of its own here, and a
-    # prefix character that never occurs, so argparse hands over every argument untouched.
     train = sub.add_parser(
         "train",
-        help="train a model from a YAML recipe (Lightning); see kspacelab train --help",
-        description="Train a reconstruction model with Lightning from a YAML config (model:, data:, trainer:).",
-        add_help=False,
-        prefix_chars="\x00",
+        help="train a model from YAML recipes (Lightning)",
+        description="Train a model with Lightning from YAML recipes (sections model:, data:, trainer:). Recipes "
+        "are paths or names of bundled recipes (e.g. demo, snu2025_promptmr_ej); several --config are merged in "
+        "order. Any key can be overridden with --section.key VALUE (e.g. --model.lr 1e-3 --data.root DIR); "
+        "--print-config shows every key with its value. Running the same command again resumes exactly.",
+        allow_abbrev=False,
+    )
+    what = train.add_mutually_exclusive_group()
+    what.add_argument(
+        "--stages", metavar="RECIPE", help="a staged recipe: one run per stage, each from the last"
+    )
+    what.add_argument(
+        "--bundle",
+        metavar="RECIPE",
+        help="a bundle recipe: train every expert and the classifier of a mixture",
     )
     train.add_argument(
-        "train_args",
-        nargs=argparse.REMAINDER,
-        help="--config FILE [--run-dir DIR] [--seed N] [--ckpt_path CKPT] [--print_config] [--section.key VALUE]; "
-        "or --bundle RECIPE --run-dir DIR [--section.key VALUE] to train a mixture of experts",
+        "--config",
+        action="append",
+        default=[],
+        metavar="RECIPE",
+        help="training recipe (repeatable, merged in order)",
     )
-    train.set_defaults(func=_cmd_train)
+    train.add_argument(
+        "--run-dir",
+        "--run_dir",
+        dest="run_dir",
+        type=Path,
+        help="run folder: checkpoints/{last,best}.ckpt, logs/, config.yaml (required)",
+    )
+    train.add_argument("--seed", type=int, default=None, help="global seed (default: the recipe's, else 0)")
+    train.add_argument(
+        "--ckpt-path",
+        "--ckpt_path",
+        dest="ckpt_path",
+        type=Path,
+        default=None,
+        help="resume from this checkpoint (default: RUN_DIR/checkpoints/last.ckpt when it exists)",
+    )
+    train.add_argument(
+        "--init-weights",
+        "--init_weights",
+        dest="init_weights",
+        type=Path,
+        default=None,
+        help="start from these model weights with a fresh optimiser and schedule (ignored when resuming)",
+    )
+    train.add_argument(
+        "--save-every-n-steps",
+        "--save_every_n_steps",
+        dest="save_every_n_steps",
+        type=_positive_int,
+        default=None,
+        help="also write last.ckpt every N optimiser steps (default: after every validation)",
+    )
+    train.add_argument(
+        "--use-val-for-final",
+        action="store_true",
+        help="also train on the validation split (final model; validation still runs on it)",
+    )
+    train.add_argument(
+        "--print-config",
+        "--print_config",
+        dest="print_config",
+        action="store_true",
+        help="print the resolved configuration (every key) and exit",
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train, overrides=[])
 
     rec = sub.add_parser(
         "reconstruct",
@@ -271,10 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument(
         "--config",
-        type=Path,
+        type=str,
         default=None,
-        help="training recipe for the VarNet experts (default: configs/demo.yaml of the checkout); "
-        "with --moe the bundle recipe (default: configs/demo_moe.yaml)",
+        help="training recipe for the VarNet experts, a path or a bundled recipe's name (default: demo); "
+        "with --moe the bundle recipe (default: demo_moe)",
     )
     demo.add_argument(
         "--moe",
@@ -290,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     try:
         return int(args.func(args))
     except KspacelabError as err:

@@ -1,7 +1,7 @@
 """``kspacelab demo``: the main job end to end on the embedded synthetic dataset.
 
 Steps: simulate the ``demo`` preset (SNU layout); train one small VarNet per acceleration (experts, as the top
-SNU teams did) with ``configs/demo.yaml`` through ``kspacelab train``; reconstruct the leaderboard with
+SNU teams did) with the bundled recipe ``demo`` (:func:`kspacelab.training.run.fit`); reconstruct the leaderboard with
 zero-filling, GRAPPA, SENSE, compressed sensing and the trained models; score each with the exact leaderboard
 SSIM; write ``report.md``, ``results.json`` and PNG figures. Simulated data and trained models are reused when
 a later run asks for the same ones.
@@ -19,28 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-from kspacelab import formats, metrics
+from kspacelab import challenge, formats, metrics
 from kspacelab.data.synthetic import PRESETS, SimulationPreset, simulate_dataset
 from kspacelab.errors import KspacelabError
 from kspacelab.evaluation import LeaderboardResult, evaluate_leaderboard
 from kspacelab.inference import (
+    ReconOptions,
     ReconstructionSummary,
     reconstruct_dataset,
     reconstruct_with_checkpoint,
     reconstruct_with_model,
 )
 from kspacelab.report import ComparisonRow, comparison_grid, image_panel, results_table
+from kspacelab.training.recipes import find_config
+from kspacelab.training.run import fit_or_reuse
 
 CLASSICAL_DEMO_METHODS = ("zero-filled", "grappa", "sense", "cs")
 LEARNED = "varnet"
 #: The methods of the comparison figure (SENSE is left out: its images look like CS's at this size).
 FIGURE_METHODS = ("zero-filled", "grappa", "cs", LEARNED)
 UNTRAINED = "varnet untrained (GRAPPA start)"
-ACCELERATIONS = (4, 8)
-#: The demo's training recipe; ``kspacelab demo --config`` takes another.
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-#: The bundle recipe of ``kspacelab demo --moe``.
-DEMO_MOE_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "demo_moe.yaml"
+#: The demo's training recipe (a bundled recipe); ``kspacelab demo --config`` takes another.
+DEMO_CONFIG = "demo"
+#: The bundle recipe of ``kspacelab demo --moe`` (a bundled recipe).
+DEMO_MOE_RECIPE = "demo_moe"
 _MARKER = "kspacelab-demo.json"
 
 
@@ -75,31 +77,25 @@ def _prepare_data(out: Path, seed: int, preset: SimulationPreset, progress: bool
 def _train_expert(
     data: Path, run_dir: Path, config: Path, acceleration: int, overrides: Sequence[str], progress: bool
 ) -> Path:
-    """Train the expert for one acceleration with ``kspacelab train``; reuse an identical earlier run.
+    """Train the expert for one acceleration; reuse an identical earlier run.
 
     Returns:
         the best checkpoint (by validation leaderboard SSIM).
     """
-    from kspacelab.training.bundle import train_or_reuse
-
-    argv = [
-        "--config",
-        str(config),
+    words = [
         "--data.root",
         str(data),
         "--data.only_accelerations",
         f"[{acceleration}]",
-        "--run-dir",
-        str(run_dir),
         "--trainer.enable_model_summary",
         "false",
-        *([] if progress else ["--trainer.enable_progress_bar", "false"]),
         *overrides,
     ]
     start = time.perf_counter()
     data_description = json.loads((data / _MARKER).read_text())
-    best = train_or_reuse(argv, run_dir, f"the acc{acceleration} VarNet", extra=data_description)
-    print(f"acc{acceleration} VarNet ready in {time.perf_counter() - start:.0f} s")
+    label = f"the {challenge.acc_folder(acceleration)} VarNet"
+    best = fit_or_reuse([config], words, run_dir, label, extra=data_description, progress=progress)
+    print(f"{challenge.acc_folder(acceleration)} VarNet ready in {time.perf_counter() - start:.0f} s")
     return best
 
 
@@ -115,28 +111,21 @@ def _reconstruct_learned(
         method name -> summary over both folders.
     """
     from kspacelab.models import build_model
-    from kspacelab.training import load_model, model_data_settings
+    from kspacelab.training.checkpoint import load_model
 
+    options = ReconOptions(progress=progress)
     summaries: dict[str, list[ReconstructionSummary]] = {}
     for acc, checkpoint in checkpoints.items():
-        folder = leaderboard / f"acc{acc}"
+        folder = leaderboard / challenge.acc_folder(acc)
         summaries.setdefault(LEARNED, []).append(
-            reconstruct_with_checkpoint(folder, recon / LEARNED / folder.name, checkpoint, progress=progress)
+            reconstruct_with_checkpoint(folder, recon / LEARNED / folder.name, checkpoint, options)
         )
-        _, info = load_model(checkpoint)
-        if info["model_kwargs"].get("initial_kspace") == "grappa":
+        loaded = load_model(checkpoint)
+        if loaded.config.get("initial_kspace") == "grappa":
             # gates at 0: the network's starting point, to show what training added
-            untrained = build_model(info["model_name"], **info["model_kwargs"])
-            num_adj, crop_height = model_data_settings(info)
+            untrained = dataclasses.replace(loaded, model=build_model(loaded.name, **loaded.config))
             summaries.setdefault(UNTRAINED, []).append(
-                reconstruct_with_model(
-                    folder,
-                    recon / UNTRAINED / folder.name,
-                    untrained,
-                    num_adj,
-                    crop_height,
-                    progress=progress,
-                )
+                reconstruct_with_model(folder, recon / UNTRAINED / folder.name, untrained, options)
             )
     return {
         method: ReconstructionSummary(
@@ -152,7 +141,7 @@ def _reconstruct_learned(
 def _verdict(results: dict[str, LeaderboardResult]) -> str:
     """One line per acceleration: does the trained model beat every classical baseline there?"""
     lines = []
-    for group in ("acc4", "acc8"):
+    for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
         learned = results[LEARNED].groups.get(group) if LEARNED in results else None
         baselines = {m: results[m].groups.get(group) for m in CLASSICAL_DEMO_METHODS if m in results}
         if learned is None or any(v is None for v in baselines.values()):
@@ -170,8 +159,8 @@ def _verdict(results: dict[str, LeaderboardResult]) -> str:
 def _comparison_rows(leaderboard: Path, recon_root: Path, methods: tuple[str, ...]) -> list[ComparisonRow]:
     """One row per (anatomy, acceleration): the middle slice of the first volume of that kind."""
     rows = []
-    for group in ("acc4", "acc8"):
-        for anatomy in ("brain", "knee"):
+    for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
+        for anatomy in challenge.ANATOMIES:
             images = sorted(
                 (leaderboard / group / "image").glob(f"{anatomy}_*.h5"),
                 key=lambda p: formats.natural_key(p.name),
@@ -194,9 +183,11 @@ def _comparison_rows(leaderboard: Path, recon_root: Path, methods: tuple[str, ..
 def _dataset_preview(data: Path, path: Path) -> Path:
     """Simulated slices: label, zero-filled input and GRAPPA image for one brain and one knee-class volume."""
     panels: list[tuple[str, np.ndarray]] = []
-    for anatomy in ("brain", "knee"):
+    first_acc = challenge.acc_folder(challenge.ACCELERATIONS[0])
+    for anatomy in challenge.ANATOMIES:
         files = sorted(
-            (data / "train" / "image").glob(f"{anatomy}_acc4_*.h5"), key=lambda p: formats.natural_key(p.name)
+            (data / "train" / "image").glob(f"{anatomy}_{first_acc}_*.h5"),
+            key=lambda p: formats.natural_key(p.name),
         )
         if not files:
             continue
@@ -204,8 +195,8 @@ def _dataset_preview(data: Path, path: Path) -> Path:
         index = volume.shape[0] // 2
         for key, label in (
             ("image_label", "label"),
-            ("image_input", "zero-filled acc4"),
-            ("image_grappa", "GRAPPA acc4"),
+            ("image_input", f"zero-filled {first_acc}"),
+            ("image_grappa", f"GRAPPA {first_acc}"),
         ):
             panels.append((f"{anatomy}: {label}", formats.read_image_volume(files[0], key)[index]))
         mask = metrics.foreground_mask(volume[index], anatomy)
@@ -218,7 +209,7 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     preset: SimulationPreset | str = "demo",
-    config: Path | None = None,
+    config: str | Path | None = None,
     train_overrides: Sequence[str] = (),
 ) -> DemoResult:
     """Run the demo and print the results table; returns what it wrote.
@@ -228,13 +219,11 @@ def run_demo(
         seed: simulation seed.
         progress: show progress bars.
         preset: simulation preset (tests use a tiny one); the command uses ``"demo"``.
-        config: training recipe (default :data:`DEMO_CONFIG`).
-        train_overrides: extra ``kspacelab train`` arguments, e.g. ``["--trainer.max_steps", "5"]``.
+        config: training recipe, a path or the name of a bundled recipe (default :data:`DEMO_CONFIG`).
+        train_overrides: override words for training, e.g. ``["--trainer.max_steps", "5"]``.
     """
     start = time.perf_counter()
-    config = DEMO_CONFIG if config is None else Path(config)
-    if not config.is_file():
-        raise KspacelabError(f"{config}: training config not found (pass --config FILE)")
+    config = find_config(DEMO_CONFIG if config is None else config)
     out.mkdir(parents=True, exist_ok=True)
     resolved = PRESETS[preset] if isinstance(preset, str) else preset
     data = _prepare_data(out, seed, resolved, progress)
@@ -242,11 +231,13 @@ def run_demo(
     recon = out / "recon"
 
     checkpoints = {
-        acc: _train_expert(data, out / "runs" / f"varnet_acc{acc}", config, acc, train_overrides, progress)
-        for acc in ACCELERATIONS
+        acc: _train_expert(
+            data, out / "runs" / f"varnet_{challenge.acc_folder(acc)}", config, acc, train_overrides, progress
+        )
+        for acc in challenge.ACCELERATIONS
     }
     summaries = {
-        method: reconstruct_dataset(leaderboard, recon / method, method=method, progress=progress)
+        method: reconstruct_dataset(leaderboard, recon / method, method, ReconOptions(progress=progress))
         for method in CLASSICAL_DEMO_METHODS
     }
     summaries.update(_reconstruct_learned(leaderboard, recon, checkpoints, progress))
@@ -267,7 +258,7 @@ def run_demo(
     payload = {
         "seed": seed,
         "config": str(config),
-        "checkpoints": {f"acc{acc}": str(path) for acc, path in checkpoints.items()},
+        "checkpoints": {challenge.acc_folder(acc): str(path) for acc, path in checkpoints.items()},
         "methods": {
             m: {**r.to_json_dict(), "seconds_per_slice": seconds_per_slice[m]} for m, r in results.items()
         },
@@ -312,12 +303,12 @@ def run_moe_demo(
     seed: int = 0,
     progress: bool = True,
     preset: SimulationPreset | str = "demo",
-    recipe: Path | None = None,
+    recipe: str | Path | None = None,
     train_overrides: Sequence[str] = (),
 ) -> dict[str, LeaderboardResult]:
     """``kspacelab demo --moe``: train a bundle of experts and a classifier, route the leaderboard, compare.
 
-    Trains the members of ``recipe`` (default :data:`DEMO_MOE_RECIPE`) with ``kspacelab train --bundle`` into
+    Trains the members of ``recipe`` (default :data:`DEMO_MOE_RECIPE`) as ``kspacelab train --bundle`` does into
     ``out/moe`` (manifest ``out/moe/bundle.yaml``), reconstructs the demo leaderboard with the bundle
     (``out/recon/moe``, routing in ``out/recon/moe/routing.json``) and with the recipe's fallback model alone
     (the single-model baseline, ``out/recon/single``), evaluates both and writes ``out/moe_report.md`` and
@@ -326,14 +317,12 @@ def run_moe_demo(
     Returns:
         method -> leaderboard result (``single model``, ``mixture``).
     """
-    from kspacelab.inference import reconstruct_with_bundle
-    from kspacelab.models.moe import read_bundle
-    from kspacelab.training.bundle import train_bundle
+    from kspacelab.experts.manifest import read_bundle
+    from kspacelab.experts.reconstruct import reconstruct_with_bundle
+    from kspacelab.experts.training import train_bundle
 
     start = time.perf_counter()
-    recipe = DEMO_MOE_RECIPE if recipe is None else Path(recipe)
-    if not recipe.is_file():
-        raise KspacelabError(f"{recipe}: bundle recipe not found")
+    recipe = find_config(DEMO_MOE_RECIPE if recipe is None else recipe)
     out.mkdir(parents=True, exist_ok=True)
     resolved = PRESETS[preset] if isinstance(preset, str) else preset
     data = _prepare_data(out, seed, resolved, progress)
@@ -344,8 +333,9 @@ def run_moe_demo(
         raise KspacelabError(f"{recipe}: the demo needs a 'fallback' member (the single-model baseline)")
 
     recon = out / "recon"
-    single = reconstruct_with_checkpoint(leaderboard, recon / "single", bundle.fallback, progress=progress)
-    mixture, decisions = reconstruct_with_bundle(leaderboard, recon / "moe", manifest, progress=progress)
+    options = ReconOptions(progress=progress)
+    single = reconstruct_with_checkpoint(leaderboard, recon / "single", bundle.fallback, options)
+    mixture, decisions = reconstruct_with_bundle(leaderboard, recon / "moe", manifest, options)
     results = {
         "single model": evaluate_leaderboard(leaderboard, recon / "single", progress=progress),
         "mixture": evaluate_leaderboard(leaderboard, recon / "moe", progress=progress),

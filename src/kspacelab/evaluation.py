@@ -1,4 +1,9 @@
-"""Score a folder of reconstructions exactly as the SNU leaderboard does (SPEC §2, §1.3).
+"""Score a folder of reconstructions exactly as the SNU leaderboard does.
+
+The leaderboard score of a folder is the mean SSIM over every slice of every volume in it
+(:func:`kspacelab.metrics.leaderboard_ssim_volume`); the total is the mean of the acceleration folders' scores.
+Reconstructions are files ``NAME.h5`` with dataset ``reconstruction`` float32 ``(S, h, w)``, the shape of the
+target ``image_label``.
 
 This module joins :mod:`kspacelab.formats` (files) and :mod:`kspacelab.metrics` (numbers); it keeps
 ``metrics.py`` free of file handling.
@@ -20,9 +25,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kspacelab import formats, metrics
+from kspacelab.challenge import ACCELERATIONS, acc_folder
 from kspacelab.errors import DataFormatError
 
-ACCELERATION_FOLDERS = ("acc4", "acc8")
+#: The leaderboard's acceleration folders: ``("acc4", "acc8")``.
+ACCELERATION_FOLDERS = tuple(acc_folder(acc) for acc in ACCELERATIONS)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ class LeaderboardResult:
     def total(self) -> float | None:
         """(SSIM_acc4 + SSIM_acc8) / 2 when both folders were scored, else the single folder's score."""
         if all(g in self.groups for g in ACCELERATION_FOLDERS):
-            return (self.groups["acc4"] + self.groups["acc8"]) / 2
+            return sum(self.groups[g] for g in ACCELERATION_FOLDERS) / len(ACCELERATION_FOLDERS)
         if len(self.groups) == 1:
             return next(iter(self.groups.values()))
         return None
@@ -57,8 +64,7 @@ class LeaderboardResult:
     def to_json_dict(self) -> dict[str, object]:
         """JSON-ready dict with at least ``acc4``, ``acc8``, ``total`` and ``per_volume``."""
         out: dict[str, object] = {
-            "acc4": self.groups.get("acc4"),
-            "acc8": self.groups.get("acc8"),
+            **{g: self.groups.get(g) for g in ACCELERATION_FOLDERS},
             "total": self.total,
             "groups": dict(self.groups),
             "per_anatomy": self.per_anatomy,
@@ -96,7 +102,8 @@ def _target_groups(leaderboard: Path) -> list[tuple[str, Path]]:
         return groups
     if (leaderboard / "image").is_dir():
         return [("", leaderboard / "image")]
-    raise DataFormatError(leaderboard, "no acc4/image, acc8/image or image/ folder with target files")
+    folders = ", ".join(f"{g}/image" for g in ACCELERATION_FOLDERS)
+    raise DataFormatError(leaderboard, f"no {folders} or image/ folder with target files")
 
 
 def _image_files(folder: Path) -> list[Path]:

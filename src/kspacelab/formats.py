@@ -1,11 +1,12 @@
 """HDF5 layouts of the SNU challenge and of NYU fastMRI: discover, validate, read lazily, write atomically.
 
-SNU layout (SPEC.md section 1.1): every volume is ``kspace/NAME.h5`` (datasets ``kspace`` complex64
+SNU layout: every volume is ``kspace/NAME.h5`` (datasets ``kspace`` complex64
 ``(S, C, H, W)`` and ``mask`` ``(W,)`` 0/1) plus ``image/NAME.h5`` (datasets ``image_input``,
-``image_grappa``, ``image_label`` float32 ``(S, h, w)``, attrs ``max`` and ``norm``).
-NYU fastMRI layout (section 1.2): one file per volume with ``kspace``, an optional target
+``image_grappa``, ``image_label`` float32 ``(S, h, w)``, attrs ``max`` and ``norm``); file and folder names
+follow :mod:`kspacelab.challenge`.
+NYU fastMRI layout: one file per volume with ``kspace``, an optional target
 ``reconstruction_rss``/``reconstruction_esc``, an ``ismrmrd_header`` XML string and attrs.
-Reconstructions (section 1.3): dataset ``reconstruction`` float32 ``(S, h, w)``.
+Reconstructions: dataset ``reconstruction`` float32 ``(S, h, w)``.
 
 Readers open the file for the duration of one call and never keep a handle, so they are safe in forked
 DataLoader workers. Writers go through :func:`atomic_h5`, so a failed write never leaves a partial file.
@@ -24,11 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import h5py
 import numpy as np
 
+from kspacelab import challenge
 from kspacelab.errors import DataFormatError
 
 __all__ = [
@@ -66,8 +68,8 @@ IMAGE_KEYS = ("image_input", "image_grappa", "image_label")
 NYU_TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
 SNU_SPLITS = ("train", "val")
 _CHUNK_BYTES = 64 * 2**20  # finiteness checks read at most this many bytes at a time
-_ACC_DIR = re.compile(r"acc(\d+)")
-_ACC_IN_NAME = re.compile(r"acc(\d+)", re.IGNORECASE)
+# the leaderboard's acceleration folders in error messages: "acc4/ or acc8/"
+_ACC_FOLDERS_OR = " or ".join(f"{challenge.acc_folder(a)}/" for a in challenge.ACCELERATIONS)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -194,33 +196,27 @@ def _attr_scalar(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------ file names
 
 
-def anatomy_from_name(name: str) -> Literal["brain", "knee"]:
+def anatomy_from_name(name: str) -> challenge.Anatomy:
     """Anatomy of a volume from its file name (``brain_acc4_1.h5`` -> ``"brain"``).
 
     The name must start with or contain exactly one of ``brain``/``knee`` (case-insensitive);
-    a directory part of ``name`` is ignored.
+    a directory part of ``name`` is ignored. More lenient than :func:`kspacelab.challenge.parse_volume_name`:
+    NYU names such as ``file_brain_AXT2_200_2000019.h5`` only contain the anatomy.
     """
     return _anatomy(name, name)
 
 
-def _anatomy(name: str, path: StrPath) -> Literal["brain", "knee"]:
+def _anatomy(name: str, path: StrPath) -> challenge.Anatomy:
     base = Path(name).name.lower()
-    if base.startswith("brain"):
-        return "brain"
-    if base.startswith("knee"):
-        return "knee"
-    has_brain, has_knee = "brain" in base, "knee" in base
-    if has_brain and not has_knee:
-        return "brain"
-    if has_knee and not has_brain:
-        return "knee"
-    problem = "contains both" if has_brain else "contains neither"
-    raise _error(path, f"cannot tell the anatomy from the file name ({problem} 'brain' and 'knee')")
-
-
-def _acceleration_from_name(name: str) -> int | None:
-    m = _ACC_IN_NAME.search(name)
-    return int(m.group(1)) if m else None
+    for anatomy in challenge.ANATOMIES:
+        if base.startswith(anatomy):
+            return anatomy
+    found = [anatomy for anatomy in challenge.ANATOMIES if anatomy in base]
+    if len(found) == 1:
+        return found[0]
+    problem = "contains both" if found else "contains neither"
+    names = " and ".join(f"'{anatomy}'" for anatomy in challenge.ANATOMIES)
+    raise _error(path, f"cannot tell the anatomy from the file name ({problem} {names})")
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -544,9 +540,13 @@ def discover_folder(
         ip = ifiles.get(kp.name)
         if ip is None and require_images:
             raise _error(idir / kp.name, f"missing image file (partner of k-space file {kp})")
-        acc = _acceleration_from_name(kp.name)
+        acc = challenge.acceleration_in_name(kp.name)
         if acc is not None and acceleration is not None and acc != acceleration:
-            raise _error(kp, f"file name says acc{acc} but it lies in an acc{acceleration} folder")
+            raise _error(
+                kp,
+                f"file name says {challenge.acc_folder(acc)} but it lies in an "
+                f"{challenge.acc_folder(acceleration)} folder",
+            )
         volumes.append(
             Volume(
                 name=kp.name,
@@ -573,9 +573,9 @@ def _acc_folders(folder: Path) -> list[tuple[str, int]]:
     """``(name, acceleration)`` of the ``accN/`` subfolders of ``folder``, in natural order."""
     out = []
     for p in folder.iterdir():
-        m = _ACC_DIR.fullmatch(p.name)
-        if m and p.is_dir():
-            out.append((p.name, int(m.group(1))))
+        acc = challenge.acceleration_of_folder(p.name)
+        if acc is not None and p.is_dir():
+            out.append((p.name, acc))
     return sorted(out, key=lambda t: t[1])
 
 
@@ -599,7 +599,7 @@ def discover_snu(root: StrPath) -> dict[str, list[Volume]]:
         if board.is_dir():
             accs = _acc_folders(board)
             if not accs:
-                raise _error(board, "has no acc4/ or acc8/ subfolder")
+                raise _error(board, f"has no {_ACC_FOLDERS_OR} subfolder")
             for name, acc in accs:
                 found[f"leaderboard/{name}"] = discover_folder(board / name, "leaderboard", acc)
         return found
@@ -611,7 +611,7 @@ def discover_snu(root: StrPath) -> dict[str, list[Volume]]:
     raise _error(
         base,
         "not an SNU dataset: expected train/, val/ or leaderboard/ (dataset root), "
-        "acc4/ or acc8/ (leaderboard folder), or kspace/ (single folder)",
+        f"{_ACC_FOLDERS_OR} (leaderboard folder), or kspace/ (single folder)",
     )
 
 

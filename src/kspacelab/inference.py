@@ -1,43 +1,43 @@
-"""Reconstruct a data folder into SPEC §1.3 reconstruction files: a classical method, a trained model, or a
-bundle of experts routed per volume (:func:`reconstruct_with_bundle`).
+"""Reconstruct a data folder into reconstruction files with a classical method or a trained model.
+
+Mixtures of experts build on this module (:func:`kspacelab.experts.reconstruct.reconstruct_with_bundle`).
 
 Input: a leaderboard root (``acc4/kspace``, ``acc8/kspace``), a dataset root, or a single folder with
 ``kspace/``. Output: one HDF5 per k-space file, same name, dataset ``reconstruction`` float32 ``(S, h, w)``,
 under ``OUT/<group>/`` (``OUT/acc4``, ``OUT/acc8``; flat for a single folder). The output size ``(h, w)`` is the
 partner ``image_label`` size when an ``image/`` partner exists, else ``--crop`` (default 384, the SNU size).
 
-Every input file is validated before anything is written; each output is written atomically.
+Every input file is validated before anything is written; each output is written atomically. The
+``reconstruct_*`` functions share one :class:`ReconOptions` (device, batch size, flip self-ensemble, output
+size, progress bar).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kspacelab import formats, masks, physics
+from kspacelab import challenge, formats, physics
 from kspacelab.classical.cs import cs_image
 from kspacelab.classical.grappa import detect_acs, grappa_image
 from kspacelab.classical.sense import sense_image
 from kspacelab.classical.zero_filled import zero_filled_image
+from kspacelab.data.dataset import SliceDataset
+from kspacelab.data.transforms import SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
+from kspacelab.models.base import ReconSample
+from kspacelab.training.checkpoint import LoadedModel, load_model
 
-if TYPE_CHECKING:
-    from kspacelab.data.transforms import VarNetSample
-    from kspacelab.models.moe import LoadedBundle
-
-DEFAULT_CROP = 384
+DEFAULT_CROP = challenge.TARGET_SIZE
 
 ClassicalMethod = Callable[[np.ndarray, np.ndarray, tuple[int, int]], np.ndarray]
 
@@ -66,6 +66,39 @@ CLASSICAL_METHODS: dict[str, ClassicalMethod] = {
 }
 #: methods that calibrate on the fully sampled centre block (checked for every file before anything is written)
 CLASSICAL_METHODS_NEEDING_ACS = frozenset({"grappa", "sense", "cs"})
+
+
+@dataclass(frozen=True)
+class ReconOptions:
+    """How to reconstruct, shared by every ``reconstruct_*`` function.
+
+    Attributes:
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (learned models).
+        batch_size: slices per forward pass (learned models; slices of one volume share a shape).
+        tta: self-ensemble over a horizontal flip (learned models: two forward passes per slice).
+        crop: output side length; default the partner ``image_label`` size, else 384.
+        progress: progress bar over slices.
+    """
+
+    device: str = "cpu"
+    batch_size: int = 1
+    tta: bool = False
+    crop: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise KspacelabError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.crop is not None and self.crop < 1:
+            raise KspacelabError(f"--crop must be >= 1, got {self.crop}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise KspacelabError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
+
+    def torch_device(self) -> torch.device:
+        """The device, checked to exist on this machine."""
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise KspacelabError("--device cuda was asked for but CUDA is not available on this machine")
+        return torch.device(self.device)
 
 
 @dataclass(frozen=True)
@@ -106,8 +139,7 @@ def reconstruct_dataset(
     data: str | Path,
     out: str | Path,
     method: str,
-    crop: int | None = None,
-    progress: bool = True,
+    options: ReconOptions | None = None,
     workers: int = 1,
     threads: int | None = 1,
 ) -> ReconstructionSummary:
@@ -117,8 +149,7 @@ def reconstruct_dataset(
         data: leaderboard root, dataset root or a folder with ``kspace/``.
         out: output root; created if needed.
         method: a key of :data:`CLASSICAL_METHODS`.
-        crop: output side length; default from the partner image files, else 384.
-        progress: show a progress bar over slices.
+        options: output size and progress bar (:class:`ReconOptions`; device, batch size and TTA do not apply).
         workers: ``> 1``: reconstruct slices in that many worker processes (spawned); results and errors are
             as with ``1``.
         threads: torch intra-op threads of each process while reconstructing (restored afterwards; ``None``:
@@ -126,11 +157,13 @@ def reconstruct_dataset(
             machine two threads were measured 7-10x slower than one (GRAPPA 0.33-0.52 vs 0.05 s per demo slice,
             SENSE 2.2 vs 0.32).
     """
+    options = options or ReconOptions()
+    crop, progress = options.crop, options.progress
     if method not in CLASSICAL_METHODS:
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
     if workers < 1 or (threads is not None and threads < 1):
         raise KspacelabError(f"--workers and threads must be >= 1, got {workers} and {threads}")
-    volumes = _validated_volumes(data)  # all inputs checked before anything is written
+    volumes = validated_volumes(data)  # all inputs checked before anything is written
     if method in CLASSICAL_METHODS_NEEDING_ACS:
         for _, vol in volumes:
             try:
@@ -214,69 +247,30 @@ def flip_width_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
     return (torch.view_as_real(flipped) if real_view else flipped), flipped_mask
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise KspacelabError(f"unknown device {device!r}; use cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KspacelabError("--device cuda was asked for but CUDA is not available on this machine")
-    return torch.device(device)
+def flip_sample(sample: ReconSample) -> ReconSample:
+    """The sample of the left-right flipped slice: k-space and mask flipped exactly (:func:`flip_width_kspace`),
+    target and extra images flipped along ``W``."""
+    kspace, mask = flip_width_kspace(sample.masked_kspace, sample.mask)
+    extra = sample.extra_images.flip(-1) if sample.extra_images is not None else None
+    return sample._replace(masked_kspace=kspace, mask=mask, target=sample.target.flip(-1), extra_images=extra)
 
 
 def predict_batch(
-    model: torch.nn.Module, batch: VarNetSample, size: tuple[int, int], tta: bool, device: torch.device
+    model: torch.nn.Module, batch: ReconSample, size: tuple[int, int], tta: bool
 ) -> torch.Tensor:
-    """Model output for one collated batch, centre-cropped to ``size``; ``tta`` averages with the flipped input.
+    """Model output for one collated batch (on the model's device) at ``size``; ``tta`` averages with the output
+    of the flipped input, flipped back.
 
     Returns:
         ``(B, h, w)`` float32 on the CPU.
     """
-    kspace = batch.masked_kspace.to(device)
-    mask = batch.mask.to(device)
-    low = torch.as_tensor(batch.num_low_frequencies).to(device)
-    image = model(kspace, mask, low)
+    image = model.reconstruct(batch, size)  # type: ignore[operator]
     if tta:
-        flipped_k, flipped_m = flip_width_kspace(kspace, mask)
-        image = 0.5 * (image + model(flipped_k, flipped_m, low).flip(-1))
+        image = 0.5 * (image + model.reconstruct(flip_sample(batch), size).flip(-1))  # type: ignore[operator]
     return physics.center_crop(image, size).float().cpu()
 
 
-def reconstruct_with_checkpoint(
-    data: str | Path,
-    out: str | Path,
-    checkpoint: str | Path,
-    tta: bool = False,
-    batch_size: int = 1,
-    device: str = "cpu",
-    crop: int | None = None,
-    progress: bool = True,
-) -> ReconstructionSummary:
-    """Reconstruct every k-space file under ``data`` with a trained model into ``out``.
-
-    Args:
-        data: leaderboard root, dataset root or a folder with ``kspace/``.
-        out: output root; ``OUT/acc4``, ``OUT/acc8`` (or flat).
-        checkpoint: a Lightning checkpoint of ``kspacelab train`` or a fastMRI VarNet state dict (loaded with
-            ``weights_only=True``).
-        tta: horizontal-flip self-ensemble (two forward passes per slice).
-        batch_size: slices per forward pass.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        crop: output side length; default from the partner image files, else 384.
-        progress: progress bar over slices.
-    """
-    from kspacelab.training import load_model, model_data_settings
-
-    if batch_size < 1:
-        raise KspacelabError(f"--batch-size must be >= 1, got {batch_size}")
-    torch_device = _resolve_device(device)
-    volumes = _validated_volumes(data)  # before loading anything big or writing anything
-    model, info = load_model(checkpoint, map_location=torch_device)
-    num_adj_slices, crop_height = model_data_settings(info)
-    return reconstruct_with_model(
-        volumes, out, model, num_adj_slices, crop_height, tta, batch_size, torch_device, crop, progress
-    )
-
-
-def _validated_volumes(data: str | Path) -> list[tuple[str, formats.Volume]]:
+def validated_volumes(data: str | Path) -> list[tuple[str, formats.Volume]]:
     """``(group, volume)`` pairs under ``data``; every k-space file validated (one-line error otherwise)."""
     groups = formats.discover_snu(Path(data))
     volumes = [(group, vol) for group, vols in groups.items() for vol in vols]
@@ -285,55 +279,62 @@ def _validated_volumes(data: str | Path) -> list[tuple[str, formats.Volume]]:
     return volumes
 
 
+def reconstruct_with_checkpoint(
+    data: str | Path, out: str | Path, checkpoint: str | Path, options: ReconOptions | None = None
+) -> ReconstructionSummary:
+    """Reconstruct every k-space file under ``data`` with a trained model into ``out``.
+
+    Args:
+        data: leaderboard root, dataset root or a folder with ``kspace/``.
+        out: output root; ``OUT/acc4``, ``OUT/acc8`` (or flat).
+        checkpoint: a Lightning checkpoint of ``kspacelab train`` or a fastMRI VarNet state dict (loaded with
+            ``weights_only=True``).
+        options: device, batch size, TTA, output size, progress bar.
+    """
+    options = options or ReconOptions()
+    device = options.torch_device()
+    volumes = validated_volumes(data)  # before loading anything big or writing anything
+    loaded = load_model(checkpoint, map_location=device)
+    return reconstruct_with_model(volumes, out, loaded, options)
+
+
 def reconstruct_with_model(
     data: str | Path | list[tuple[str, formats.Volume]],
     out: str | Path,
-    model: torch.nn.Module,
-    num_adj_slices: int = 1,
-    crop_height: dict[str, int] | None = None,
-    tta: bool = False,
-    batch_size: int = 1,
-    device: str | torch.device = "cpu",
-    crop: int | None = None,
-    progress: bool = True,
+    loaded: LoadedModel,
+    options: ReconOptions | None = None,
 ) -> ReconstructionSummary:
-    """Reconstruct every k-space file under ``data`` with an in-memory ``model`` (VarNet call signature).
+    """Reconstruct every k-space file under ``data`` with an in-memory model into ``out``.
 
     Args:
         data: a folder as for :func:`reconstruct_with_checkpoint`, or its validated ``(group, volume)`` list.
         out: output root.
-        model: maps ``(masked_kspace, mask, num_low_frequencies)`` to RSS images ``(B, H, W)``; put in eval mode.
-        num_adj_slices, crop_height: input preparation the model was trained with
-            (:func:`kspacelab.training.model_data_settings`).
-        tta, batch_size, crop, progress: as for :func:`reconstruct_with_checkpoint`.
-        device: where the model runs (it is moved there).
+        loaded: the model and its input spec (:func:`kspacelab.training.checkpoint.load_model`); the model is
+            moved to ``options.device`` and put in eval mode.
+        options: device, batch size, TTA, output size, progress bar.
     """
-    from kspacelab.data.dataset import SliceDataset
-    from kspacelab.data.transforms import VarNetTransform
-
-    volumes = data if isinstance(data, list) else _validated_volumes(data)
-    torch_device = _resolve_device(device) if isinstance(device, str) else device
-    model = model.to(torch_device).eval()
-    transform = VarNetTransform(use_file_mask=True, crop_height=crop_height)
+    options = options or ReconOptions()
+    volumes = data if isinstance(data, list) else validated_volumes(data)
+    device = options.torch_device()
+    model = loaded.model.to(device).eval()
+    transform = SliceTransform(loaded.input_spec, use_file_mask=True)
     out = Path(out)
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     start = time.perf_counter()
     with (
         torch.inference_mode(),
-        tqdm(total=total_slices, desc="reconstruct (model)", unit="slice", disable=not progress) as bar,
+        tqdm(
+            total=total_slices, desc="reconstruct (model)", unit="slice", disable=not options.progress
+        ) as bar,
     ):
         for group, vol in volumes:
-            dataset = SliceDataset([vol], transform, num_adj_slices=num_adj_slices)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+            dataset = SliceDataset([vol], transform)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
             images = []
             for batch in loader:
-                size = (
-                    (crop, crop)
-                    if crop is not None
-                    else (int(batch.crop_size[0, 0]), int(batch.crop_size[0, 1]))
-                )
+                size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
                 try:
-                    images.append(predict_batch(model, batch, size, tta, torch_device))
+                    images.append(predict_batch(model, batch.to(device), size, options.tta))
                 except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
                     raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
                 bar.update(len(batch.fname))
@@ -341,169 +342,3 @@ def reconstruct_with_model(
             formats.write_reconstruction(target_dir / vol.name, torch.cat(images).numpy().astype(np.float32))
     seconds = time.perf_counter() - start
     return ReconstructionSummary(out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Mixtures of experts
-# ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RoutingDecision:
-    """Where one volume went (one entry of ``OUT/routing.json``)."""
-
-    file: str  # e.g. "acc4/brain_test1.h5"
-    anatomy: str
-    anatomy_probability: float | None  # the classifier's probability; None when taken from the file name
-    acc: int
-    mask_rule: str  # "organiser" | "other"
-    expert: str
-
-
-def _volume_images_for_classifier(vol: formats.Volume, image_key: str, crop: int | None) -> torch.Tensor:
-    """``(S, h, w)`` images the anatomy classifier reads: the image file's ``image_key`` when present, else
-    GRAPPA (or zero-filled for ``image_input``) reconstructed from the volume's k-space."""
-    if vol.image_path is not None:
-        try:
-            return torch.from_numpy(formats.read_image_volume(vol.image_path, image_key))
-        except KspacelabError:
-            pass  # no such dataset in this file: compute it
-    recon_fn = _zero_filled if image_key == "image_input" else _grappa
-    size = output_size(vol, crop)
-    slices = []
-    for index in range(formats.kspace_shape(vol.kspace_path)[0]):
-        kspace, mask = formats.read_kspace_slice(vol.kspace_path, index)
-        try:
-            slices.append(recon_fn(kspace * mask[None, None, :], mask, size))
-        except ValueError as err:
-            raise DataFormatError(
-                vol.kspace_path, f"slice {index}: image for the classifier failed: {err}"
-            ) from err
-    return torch.from_numpy(np.stack(slices))
-
-
-def route_volumes(
-    volumes: list[tuple[str, formats.Volume]], loaded: LoadedBundle, crop: int | None = None
-) -> list[RoutingDecision]:
-    """Route every volume: anatomy (classifier or file name), acceleration and organiser rule from the mask."""
-    from kspacelab.models.classifier import classify_volume
-
-    bundle = loaded.bundle
-    image_key = "image_grappa"
-    if loaded.classifier is not None and bundle.classifier is not None:
-        from kspacelab.training import load_model
-
-        _, info = load_model(bundle.classifier)
-        image_key = str((info.get("data_hyper_parameters") or {}).get("image_key") or image_key)
-    decisions = []
-    for group, vol in volumes:
-        mask = formats.read_mask(vol.kspace_path)
-        try:
-            acc = masks.estimate_acceleration(mask)
-        except ValueError:
-            if vol.acceleration is None:
-                raise DataFormatError(vol.kspace_path, "cannot tell the acceleration from the mask") from None
-            acc = vol.acceleration
-        rule = "organiser" if masks.follows_organiser_rule(mask) else "other"
-        probability: float | None = None
-        if not bundle.needs_anatomy:
-            anatomy = vol.anatomy
-        elif bundle.anatomy_source == "filename" or loaded.classifier is None:
-            anatomy = formats.anatomy_from_name(vol.name)
-        else:
-            images = _volume_images_for_classifier(vol, image_key, crop)
-            anatomy, probability = classify_volume(loaded.classifier, images)
-        expert = bundle.route(anatomy, acc, rule)
-        name = expert.name if expert is not None else "fallback"
-        file = f"{group}/{vol.name}" if group else vol.name
-        decisions.append(RoutingDecision(file, anatomy, probability, acc, rule, name))
-    return decisions
-
-
-def reconstruct_with_bundle(
-    data: str | Path,
-    out: str | Path,
-    bundle: str | Path,
-    tta: bool = False,
-    batch_size: int = 1,
-    device: str = "cpu",
-    crop: int | None = None,
-    progress: bool = True,
-    time_budget: float | None = None,
-    strict: bool = False,
-) -> tuple[ReconstructionSummary, list[RoutingDecision]]:
-    """Route every volume under ``data`` to an expert of ``bundle`` and reconstruct it; write ``OUT/routing.json``.
-
-    Args:
-        data, out, tta, batch_size, device, crop, progress: as for :func:`reconstruct_with_checkpoint`.
-        bundle: manifest file (:mod:`kspacelab.models.moe`).
-        time_budget: seconds allowed for the whole run (routing included). After every volume the total is
-            projected from the time per slice so far; a projection over the budget prints a warning.
-        strict: with ``time_budget``, stop with an error instead of warning (files written so far are complete).
-
-    Returns:
-        the summary (all volumes) and the routing decisions, in volume order.
-    """
-    from kspacelab.models.moe import load_bundle
-    from kspacelab.training import model_data_settings
-
-    if batch_size < 1:
-        raise KspacelabError(f"--batch-size must be >= 1, got {batch_size}")
-    if time_budget is not None and time_budget <= 0:
-        raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
-    torch_device = _resolve_device(device)
-    volumes = _validated_volumes(data)
-    start = time.perf_counter()
-    loaded = load_bundle(bundle, map_location=torch_device)
-    decisions = route_volumes(volumes, loaded, crop)
-    out = Path(out)
-    total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
-    done = 0
-    warned = False
-    bar = tqdm(total=total_slices, desc="reconstruct (bundle)", unit="slice", disable=not progress)
-    for (group, vol), decision in zip(volumes, decisions, strict=True):
-        expert = loaded.bundle.route(decision.anatomy, decision.acc, decision.mask_rule)
-        _, model, info = loaded.model_for(expert)
-        num_adj, crop_height = model_data_settings(info)
-        part = reconstruct_with_model(
-            [(group, vol)],
-            out,
-            model,
-            num_adj,
-            crop_height,
-            tta,
-            batch_size,
-            torch_device,
-            crop,
-            progress=False,
-        )
-        done += part.slices
-        bar.update(part.slices)
-        elapsed = time.perf_counter() - start
-        projected = elapsed / max(done, 1) * total_slices
-        if progress:
-            bar.write(
-                f"{decision.file}: {decision.anatomy} acc{decision.acc} {decision.mask_rule} -> {decision.expert}"
-            )
-        if time_budget is not None and projected > time_budget:
-            message = (
-                f"time budget: projected {projected:.0f} s for {total_slices} slices exceeds --time-budget "
-                f"{time_budget:.0f} s ({done}/{total_slices} slices done in {elapsed:.0f} s)"
-            )
-            if strict:
-                bar.close()
-                raise KspacelabError(message + "; stopped (--strict)")
-            if not warned:
-                bar.write(f"warning: {message}")
-                warned = True
-    bar.close()
-    seconds = time.perf_counter() - start
-    _write_routing(out / "routing.json", decisions)
-    return ReconstructionSummary(
-        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds
-    ), decisions
-
-
-def _write_routing(path: Path, decisions: list[RoutingDecision]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n")
-    tmp.replace(path)

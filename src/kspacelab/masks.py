@@ -21,10 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-SNU_CENTER_FRACTION = 0.08
-SUPPORTED_ACCELERATIONS = (4, 8)
+from kspacelab import challenge
 
-#: Single-coil extreme undersampling of seed 004 (SPEC §3): acceleration -> centre fraction.
+SNU_CENTER_FRACTION = 0.08
+#: Accelerations :func:`estimate_acceleration` chooses from by default: the challenge's.
+SUPPORTED_ACCELERATIONS = challenge.ACCELERATIONS
+
+#: Single-coil extreme undersampling (fastMRI random masks, up to 32x): acceleration -> centre fraction.
 SINGLE_COIL_EXTREME: dict[int, float] = {4: 0.08, 8: 0.04, 16: 0.02, 32: 0.01}
 
 Seed = int | tuple[int, ...] | None
@@ -87,7 +90,7 @@ def _check_offset(offset: int | None) -> None:
 
 
 def snu_mask(width: int, acc: int) -> np.ndarray:
-    """The SNU FastMRI Challenge organiser mask (SPEC §3).
+    """The SNU FastMRI Challenge organiser mask.
 
     ``n = round(0.08 * W)`` centre lines starting at ``(W - n + 1) // 2``, plus every ``acc``-th line starting
     at ``(W // 2) % acc`` (the last column is included when it lies on that grid).
@@ -527,8 +530,8 @@ def create_mask_for_mask_type(
 
 
 def single_coil_extreme_mask_func(seed: Seed = None) -> RandomMaskFunc:
-    """fastMRI random masks of seed 004: centre fractions 0.08/0.04/0.02/0.01 paired with accelerations
-    4/8/16/32 (SPEC §3).
+    """fastMRI random masks for extreme single-coil undersampling: centre fractions 0.08/0.04/0.02/0.01
+    paired with accelerations 4/8/16/32.
 
     Args:
         seed: seed of the function's own RNG (used by calls with ``seed=None``).

@@ -2,10 +2,10 @@
 
 One SSIM implementation, :func:`ssim_per_slice`, serves evaluation and training:
 
-* :func:`leaderboard_ssim` / :func:`leaderboard_ssim_volume` compute the SNU challenge metric (SPEC.md
-  section 2) in ``float64``: foreground mask from the target (:func:`foreground_mask`), then SSIM of
-  ``recon * M`` against ``target * M`` with a 7x7 uniform window, unbiased (co)variances, ``valid`` filtering
-  and a plain mean of the SSIM map;
+* :func:`leaderboard_ssim` / :func:`leaderboard_ssim_volume` compute the SNU challenge metric in
+  ``float64``: foreground mask from the target (:func:`foreground_mask`), then SSIM of ``recon * M`` against
+  ``target * M`` with a 7x7 uniform window, unbiased (co)variances, ``valid`` filtering and a plain mean of
+  the SSIM map;
 * :func:`masked_ssim_loss` is ``1 - SSIM`` of the same definition, differentiable, in the input dtype,
   optionally weighted by ``sqrt(area / max_area)`` of the foreground mask;
 * :func:`ssim` (fastMRI evaluate semantics) is the same unmasked SSIM, equal to scikit-image's
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kspacelab.challenge import BRAIN, KNEE
+
 __all__ = [
     "FOREGROUND_THRESHOLDS",
     "SSIM_K1",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 #: Absolute intensity thresholds of the leaderboard foreground mask, per anatomy (SNU image scale).
-FOREGROUND_THRESHOLDS: dict[str, float] = {"brain": 5e-5, "knee": 2e-5}
+FOREGROUND_THRESHOLDS: dict[str, float] = {BRAIN: 5e-5, KNEE: 2e-5}
 
 #: SSIM window side (uniform window of ``SSIM_WIN_SIZE**2`` pixels) and stabilising constants.
 SSIM_WIN_SIZE = 7
@@ -87,7 +89,7 @@ def foreground_mask(target: np.ndarray, anatomy: str) -> np.ndarray: ...
 @overload
 def foreground_mask(target: torch.Tensor, anatomy: str) -> torch.Tensor: ...
 def foreground_mask(target: np.ndarray | torch.Tensor, anatomy: str) -> np.ndarray | torch.Tensor:
-    """Leaderboard foreground mask of a target image (SPEC.md section 2, step 1).
+    """Leaderboard foreground mask of a target image (the first step of the leaderboard SSIM).
 
     ``M = target > thr`` (``thr = FOREGROUND_THRESHOLDS[anatomy]``, compared in the target's dtype), then
     with a 3x3 square structuring element: erode 1 time, dilate 15 times, erode 14 times, with OpenCV's
@@ -227,7 +229,7 @@ def masked_ssim_loss(
 
     With ``area_weighted`` each slice's ``1 - SSIM`` is multiplied by ``sqrt(area(M_slice) / max_area)``,
     where ``area`` counts foreground pixels. ``max_area`` should be the maximum foreground area over the
-    slices of the *volume* the slice comes from (as the recipes of SPEC.md section 5 do), computed once per
+    slices of the *volume* the slice comes from (as the 2025 entries' recipes do), computed once per
     volume by the data pipeline and passed per slice; when it is not given, the maximum over the batch is
     used, which equals the volume rule only when the batch holds a whole volume. Slices with an empty mask
     contribute 0.
@@ -326,7 +328,7 @@ def leaderboard_ssim(
     max_value: float | np.ndarray | torch.Tensor,
     anatomy: str,
 ) -> float:
-    """SNU leaderboard SSIM of one slice (SPEC.md section 2), computed in float64.
+    """SNU leaderboard SSIM of one slice, computed in float64.
 
     Args:
         recon: reconstruction ``(H, W)`` (384x384 on the leaderboard), numpy or torch.

@@ -20,15 +20,20 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "LowFreqs",
+    "broadcast_line_mask",
     "center_crop",
     "complex_abs",
     "complex_abs_sq",
     "complex_center_crop",
     "complex_conj",
     "complex_mul",
+    "crop_readout",
     "fft2c",
     "ifft2c",
     "is_real_view",
+    "keep_columns",
+    "low_frequency_window",
     "rss",
     "rss_complex",
     "sens_expand",
@@ -222,3 +227,91 @@ def complex_center_crop(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """:func:`center_crop` for a real view ``(..., H, W, 2)`` (crops axes -3 and -2)."""
     h, w = int(shape[0]), int(shape[1])
     return _crop_or_pad_axis(_crop_or_pad_axis(x, -3, h), -2, w)
+
+
+def crop_readout(kspace: torch.Tensor, height: int) -> torch.Tensor:
+    """Crop k-space to ``height`` rows in the image domain (readout axis ``H`` only).
+
+    The 2-D centred orthonormal FFT is separable, so ``fft2c(crop_rows(ifft2c(k)))`` equals the 1-D inverse
+    FFT along ``H``, a centred crop of the rows (start ``(H - height) // 2``) and the 1-D FFT along ``H``:
+    the columns (and therefore a column mask) are untouched and the image of the result is exactly the
+    centre rows of the original image.
+
+    Args:
+        kspace: complex ``(..., H, W)``.
+        height: number of image rows to keep; a no-op when ``H <= height``.
+
+    Returns:
+        complex ``(..., min(H, height), W)``.
+    """
+    rows, cols = kspace.shape[-2], kspace.shape[-1]
+    if rows <= height:
+        return kspace
+    return fft2c(center_crop(ifft2c(kspace), (height, cols)))
+
+
+#: A known width of the fully sampled centre block (an int or a ``(B,)`` tensor), or None to detect it.
+LowFreqs = int | torch.Tensor | None
+
+
+def broadcast_line_mask(mask: torch.Tensor, kspace: torch.Tensor) -> torch.Tensor:
+    """Boolean mask broadcastable to complex k-space ``(B, C, H, W)``: drops a real-view trailing axis.
+
+    Args:
+        mask: ``(B, 1, 1, W)`` or real-view ``(B, 1, 1, W, 1)``; bool or 0/1.
+        kspace: complex ``(B, C, H, W)``.
+
+    Raises:
+        ValueError: a mask whose rank does not fit the k-space.
+    """
+    if mask.ndim == kspace.ndim + 1:
+        if mask.shape[-1] != 1:
+            raise ValueError(f"a real-view mask needs a last axis of size 1, got shape {tuple(mask.shape)}")
+        mask = mask[..., 0]
+    if mask.ndim != kspace.ndim:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}"
+        )
+    return mask if mask.dtype == torch.bool else mask.bool()
+
+
+def low_frequency_window(
+    mask: torch.Tensor, num_low_frequencies: LowFreqs = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and width of the fully sampled centre (ACS) block per batch item, as in fastMRI's VarNet.
+
+    With ``num_low_frequencies`` None or 0 the width is detected from the mask: walking out from column
+    ``W // 2`` to the first unsampled column on each side, the width is twice the shorter walk (at least 1).
+
+    Args:
+        mask: ``(B, 1, 1, W)`` (bool or 0/1), the line mask of complex k-space.
+        num_low_frequencies: known width, an int or a ``(B,)`` tensor; None or 0 to detect.
+
+    Returns:
+        ``(start, width)``, two ``(B,)`` int64 tensors; the block is columns ``start <= j < start + width``
+        with ``start = (W - width + 1) // 2``.
+    """
+    lines = mask[:, 0, 0, :]
+    width = lines.shape[-1]
+    if num_low_frequencies is None or (
+        not isinstance(num_low_frequencies, torch.Tensor) and num_low_frequencies == 0
+    ):
+        lines = lines.to(torch.int8)
+        centre = width // 2
+        # argmin finds the first unsampled (0) column; it is 0 when a side has no unsampled column at all
+        left = torch.argmin(lines[:, :centre].flip(1), dim=1)
+        right = torch.argmin(lines[:, centre:], dim=1)
+        num = torch.clamp(2 * torch.minimum(left, right), min=1)
+    else:
+        num = torch.as_tensor(num_low_frequencies, device=mask.device).to(torch.long)
+        num = num.expand(lines.shape[0]) if num.ndim == 0 else num
+    num = num.to(torch.long)
+    return (width - num + 1) // 2, num
+
+
+def keep_columns(kspace: torch.Tensor, start: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+    """Zero every column of complex ``(B, C, H, W)`` k-space outside ``[start_b, start_b + num_b)``."""
+    cols = torch.arange(kspace.shape[-1], device=kspace.device)
+    keep = (cols >= start[:, None]) & (cols < (start + num)[:, None])  # (B, W)
+    zero = torch.zeros((), dtype=kspace.dtype, device=kspace.device)
+    return torch.where(keep[:, None, None, :], kspace, zero)

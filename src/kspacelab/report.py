@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kspacelab.evaluation import LeaderboardResult
+from kspacelab.challenge import ANATOMIES
+from kspacelab.evaluation import ACCELERATION_FOLDERS, LeaderboardResult
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,17 @@ def image_panel(
 
 
 def results_table(results: Mapping[str, LeaderboardResult], seconds_per_slice: Mapping[str, float]) -> str:
-    """Markdown table: one row per method with SSIM acc4 / acc8 / total and seconds per slice."""
-    lines = [
-        "| method | SSIM acc4 | SSIM acc8 | total | brain acc4 | brain acc8 | knee acc4 | knee acc8 | s / slice |",
-        "|---|---|---|---|---|---|---|---|---|",
+    """Markdown table: one row per method with SSIM acc4 / acc8 / total, per anatomy and acceleration, and
+    seconds per slice."""
+    cells = [(anatomy, group) for anatomy in ANATOMIES for group in ACCELERATION_FOLDERS]
+    header = [
+        "method",
+        *(f"SSIM {group}" for group in ACCELERATION_FOLDERS),
+        "total",
+        *(f"{anatomy} {group}" for anatomy, group in cells),
+        "s / slice",
     ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, res in results.items():
 
         def cell(value: float | None) -> str:
@@ -100,13 +107,9 @@ def results_table(results: Mapping[str, LeaderboardResult], seconds_per_slice: M
         per = res.per_anatomy
         row = [
             method,
-            cell(res.groups.get("acc4")),
-            cell(res.groups.get("acc8")),
+            *(cell(res.groups.get(group)) for group in ACCELERATION_FOLDERS),
             cell(res.total),
-            cell(per.get("acc4", {}).get("brain")),
-            cell(per.get("acc8", {}).get("brain")),
-            cell(per.get("acc4", {}).get("knee")),
-            cell(per.get("acc8", {}).get("knee")),
+            *(cell(per.get(group, {}).get(anatomy)) for anatomy, group in cells),
             f"{seconds_per_slice[method]:.3f}" if method in seconds_per_slice else "–",
         ]
         lines.append("| " + " | ".join(row) + " |")

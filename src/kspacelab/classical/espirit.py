@@ -3,7 +3,7 @@
 Readout crop
 ------------
 Both model-based methods reconstruct the readout-cropped problem: the k-space is cropped in the image
-domain to the output height ``h`` (:func:`kspacelab.data.transforms.crop_readout`, what the learned models
+domain to the output height ``h`` (:func:`kspacelab.physics.crop_readout`, what the learned models
 do). The readout is fully sampled, so the SENSE problem is separable along it and the crop changes nothing
 for the rows that are kept, while it halves the work on the 2x oversampled SNU files (``H = 2 h``).
 
@@ -72,8 +72,7 @@ import torch
 
 from kspacelab.classical.grappa import MIN_ACS_WIDTH, detect_acs
 from kspacelab.classical.zero_filled import as_complex_kspace, as_line_mask
-from kspacelab.data.transforms import crop_readout
-from kspacelab.physics import center_crop, ifft2c, rss_complex
+from kspacelab.physics import center_crop, crop_readout, ifft2c, rss_complex
 
 __all__ = [
     "DEFAULT_ESPIRIT",

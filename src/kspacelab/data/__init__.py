@@ -1,4 +1,4 @@
-"""Data pipeline: synthetic datasets, slice datasets, transforms and the Lightning data module.
+"""Data pipeline: synthetic datasets, slice datasets, transforms and the Lightning data modules.
 
 The names below are imported lazily (on first access), so ``import kspacelab.data.synthetic`` does not
 pay for importing Lightning.
@@ -11,15 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kspacelab.data.dataset import ShapeGroupedBatchSampler, SliceDataset, SnuDataModule, seed_worker
-    from kspacelab.data.transforms import VarNetSample, VarNetTransform, crop_readout
+    from kspacelab.data.transforms import SliceTransform
 
 __all__ = [
     "ShapeGroupedBatchSampler",
     "SliceDataset",
+    "SliceTransform",
     "SnuDataModule",
-    "VarNetSample",
-    "VarNetTransform",
-    "crop_readout",
     "seed_worker",
 ]
 
@@ -28,9 +26,7 @@ _HOME = {
     "SliceDataset": "kspacelab.data.dataset",
     "SnuDataModule": "kspacelab.data.dataset",
     "seed_worker": "kspacelab.data.dataset",
-    "VarNetSample": "kspacelab.data.transforms",
-    "VarNetTransform": "kspacelab.data.transforms",
-    "crop_readout": "kspacelab.data.transforms",
+    "SliceTransform": "kspacelab.data.transforms",
 }
 
 

@@ -28,10 +28,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from kspacelab import formats, masks, metrics
+from kspacelab import challenge, formats, masks, metrics
 from kspacelab.data.augment import augment_from_config, mask_augment_from_config
-from kspacelab.data.transforms import VarNetSample, VarNetTransform
+from kspacelab.data.transforms import SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
+from kspacelab.models.base import InputSpec, ReconSample
 
 __all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
 
@@ -102,7 +103,7 @@ def _sample_volumes(volumes: Sequence[formats.Volume], sample_rate: float, seed:
     return [vols[i] for i in sorted(int(i) for i in chosen)]
 
 
-class SliceDataset(Dataset[VarNetSample]):
+class SliceDataset(Dataset[ReconSample]):
     """One item per slice of every volume; item ``i`` is ``transform(...)`` of slice ``s`` of volume ``v``.
 
     Items are ordered volume by volume, slice by slice. With ``num_adj_slices = 2r + 1`` the k-space of
@@ -113,8 +114,7 @@ class SliceDataset(Dataset[VarNetSample]):
     def __init__(
         self,
         volumes: Sequence[formats.Volume],
-        transform: VarNetTransform,
-        num_adj_slices: int = 1,
+        transform: SliceTransform,
         sample_rate: float = 1.0,
         seed: int = 0,
         layout: Layout = "snu",
@@ -124,8 +124,8 @@ class SliceDataset(Dataset[VarNetSample]):
         """Args:
         volumes: SNU volumes (:func:`kspacelab.formats.discover_folder`), or NYU files wrapped as
             :class:`~kspacelab.formats.Volume` with ``layout="nyu"`` (see :meth:`from_nyu`).
-        transform: turns a raw slice into a :class:`VarNetSample`.
-        num_adj_slices: odd number of adjacent slices stacked along the coil axis.
+        transform: turns a raw slice into a :class:`ReconSample`; its ``input_spec`` tells how many adjacent
+            slices to stack along the coil axis and which extra images to read.
         sample_rate: fraction of volumes kept (a deterministic random subset drawn with ``seed``).
         seed: seed of the volume subset.
         layout: ``"snu"`` (k-space + image file pairs) or ``"nyu"`` (one fastMRI file per volume).
@@ -136,14 +136,11 @@ class SliceDataset(Dataset[VarNetSample]):
 
         Slice counts, shapes and ``max`` are read once here; no file stays open.
         """
-        if isinstance(num_adj_slices, bool) or int(num_adj_slices) != num_adj_slices or num_adj_slices < 1:
-            raise ValueError(f"num_adj_slices must be a positive odd integer, got {num_adj_slices}")
-        if num_adj_slices % 2 == 0:
-            raise ValueError(f"num_adj_slices must be odd (centre slice plus pairs), got {num_adj_slices}")
         if layout not in ("snu", "nyu"):
             raise ValueError(f"layout must be 'snu' or 'nyu', got {layout!r}")
         self.transform = transform
-        self.num_adj_slices = int(num_adj_slices)
+        self.num_adj_slices = transform.input_spec.num_adj_slices
+        self.extra_keys = transform.input_spec.extra_images
         self.layout: Layout = layout
         reader = _snu_info if layout == "snu" else _nyu_info
         self.volumes: list[_VolumeInfo] = [reader(v) for v in _sample_volumes(volumes, sample_rate, seed)]
@@ -163,10 +160,9 @@ class SliceDataset(Dataset[VarNetSample]):
     def from_folder(
         cls,
         folder: str | os.PathLike[str],
-        transform: VarNetTransform,
+        transform: SliceTransform,
         split: str = "",
         acceleration: int | None = None,
-        num_adj_slices: int = 1,
         sample_rate: float = 1.0,
         seed: int = 0,
     ) -> SliceDataset:
@@ -176,14 +172,13 @@ class SliceDataset(Dataset[VarNetSample]):
         :func:`kspacelab.formats.discover_folder`.
         """
         volumes = formats.discover_folder(folder, split=split, acceleration=acceleration)
-        return cls(volumes, transform, num_adj_slices, sample_rate, seed)
+        return cls(volumes, transform, sample_rate, seed)
 
     @classmethod
     def from_nyu(
         cls,
         folder: str | os.PathLike[str],
-        transform: VarNetTransform,
-        num_adj_slices: int = 1,
+        transform: SliceTransform,
         sample_rate: float = 1.0,
         seed: int = 0,
     ) -> SliceDataset:
@@ -205,7 +200,7 @@ class SliceDataset(Dataset[VarNetSample]):
                     split="nyu",
                 )
             )
-        return cls(volumes, transform, num_adj_slices, sample_rate, seed, layout="nyu")
+        return cls(volumes, transform, sample_rate, seed, layout="nyu")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -248,7 +243,7 @@ class SliceDataset(Dataset[VarNetSample]):
             stack.append(k)
         return np.concatenate(stack, axis=0), file_mask
 
-    def __getitem__(self, key: int | tuple[int, int]) -> VarNetSample:
+    def __getitem__(self, key: int | tuple[int, int]) -> ReconSample:
         """Sample ``key``: an index, or ``(index, epoch)`` as :class:`ShapeGroupedBatchSampler` yields for
         training (the epoch selects the slice's mask draw and augmentation, in any worker)."""
         if isinstance(key, tuple):
@@ -277,7 +272,20 @@ class SliceDataset(Dataset[VarNetSample]):
             anatomy=vol.anatomy,
             acceleration=vol.acceleration,
             mask_acceleration=self._item_acc[index],
+            extra_images=self._read_extra(info, s),
         )._replace(max_area=self._volume_max_area(vi) if self.volume_max_area else 0.0)
+
+    def _read_extra(self, info: _VolumeInfo, s: int) -> np.ndarray | None:
+        """The transform's extra images ``(E, h, w)`` of slice ``s`` from the volume's image file (None when
+        none are wanted)."""
+        if not self.extra_keys:
+            return None
+        path = info.volume.image_path
+        if info.layout != "snu" or path is None:
+            raise DataFormatError(
+                info.volume.kspace_path, f"the model needs the images {list(self.extra_keys)} (no image file)"
+            )
+        return np.stack([formats.read_image_slice(path, s, key) for key in self.extra_keys])
 
     def _volume_max_area(self, vi: int) -> float:
         """Largest leaderboard-foreground area over the volume's targets (0.0 without targets or anatomy)."""
@@ -285,7 +293,7 @@ class SliceDataset(Dataset[VarNetSample]):
             info = self.volumes[vi]
             vol = info.volume
             area = 0.0
-            if info.layout == "snu" and vol.image_path is not None and vol.anatomy in ("brain", "knee"):
+            if info.layout == "snu" and vol.image_path is not None and vol.anatomy in challenge.ANATOMIES:
                 labels = formats.read_image_volume(vol.image_path, "image_label")
                 area = float(max(int(metrics.foreground_mask(label, vol.anatomy).sum()) for label in labels))
             self._max_area[vi] = area
@@ -423,7 +431,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 class SnuDataModule(pl.LightningDataModule):
-    """Train/val loaders of an SNU dataset root (``ROOT/train``, ``ROOT/val``; SPEC §1.1).
+    """Train/val loaders of an SNU dataset root (``ROOT/train``, ``ROOT/val``).
 
     Training masks: the file's (``use_file_mask``) or ``mask_type`` drawn with the mask function's RNG
     (seeded from ``seed``, reseeded per worker); validation masks: the file's or ``mask_type`` seeded from
@@ -442,8 +450,6 @@ class SnuDataModule(pl.LightningDataModule):
         center_fractions: list[float] | None = None,
         accelerations: list[int] | None = None,
         use_file_mask: bool = True,
-        crop_height: dict[str, int] | None = None,
-        num_adj_slices: int = 1,
         sample_rate: float = 1.0,
         train_split: str = "train",
         val_split: str = "val",
@@ -462,8 +468,6 @@ class SnuDataModule(pl.LightningDataModule):
         mask_type: a kind of :func:`kspacelab.masks.create_mask_for_mask_type`; None: file masks only.
         center_fractions, accelerations: parameters of ``mask_type`` (default ``[0.08]`` and ``[4]``).
         use_file_mask: use the file's mask when it has one (False: always ``mask_type``).
-        crop_height: image-domain readout crop per anatomy, e.g. ``{"brain": 384, "knee": 416}``.
-        num_adj_slices: odd number of adjacent slices stacked along coils.
         sample_rate: fraction of volumes used (train and val; deterministic subset).
         train_split, val_split: folder names under ``root``.
         merge_val_into_train: also train on the val volumes (final model); validation still runs on val.
@@ -485,10 +489,10 @@ class SnuDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         if not use_file_mask and mask_type is None:
             raise ValueError("use_file_mask=False needs a mask_type")
-        if num_adj_slices < 1 or num_adj_slices % 2 == 0:
-            raise ValueError(f"num_adj_slices must be a positive odd integer, got {num_adj_slices}")
-        if only_anatomies is not None and not set(only_anatomies) <= {"brain", "knee"}:
-            raise ValueError(f"only_anatomies must name brain / knee, got {only_anatomies}")
+        if only_anatomies is not None and not set(only_anatomies) <= set(challenge.ANATOMIES):
+            raise ValueError(
+                f"only_anatomies must name {' / '.join(challenge.ANATOMIES)}, got {only_anatomies}"
+            )
         self.root = root
         self.only_anatomies = list(only_anatomies) if only_anatomies is not None else None
         self.only_accelerations = list(only_accelerations) if only_accelerations is not None else None
@@ -514,8 +518,9 @@ class SnuDataModule(pl.LightningDataModule):
             except (TypeError, ValueError) as err:
                 raise KspacelabError(f"data.mask_type {mask_type!r}: {err}") from None
         self.use_file_mask = use_file_mask
-        self.crop_height = dict(crop_height) if crop_height else None
-        self.num_adj_slices = num_adj_slices
+        #: The model's inputs (adjacent slices, readout crop, extra images); set by the trainer from the model
+        #: (:meth:`set_input_spec`) before :meth:`setup`.
+        self.input_spec = InputSpec()
         self.sample_rate = sample_rate
         self.train_split = train_split
         self.val_split = val_split
@@ -541,29 +546,33 @@ class SnuDataModule(pl.LightningDataModule):
             )
         return volumes
 
-    def _transform(self, train: bool) -> VarNetTransform:
+    def _transform(self, train: bool) -> SliceTransform:
         mask_func = None
         if self.mask_type is not None:
             mask_func = masks.create_mask_for_mask_type(
                 self.mask_type, self.center_fractions, self.accelerations, seed=self.seed if train else None
             )
-        return VarNetTransform(
+        return SliceTransform(
+            self.input_spec,
             mask_func=mask_func,
             use_file_mask=self.use_file_mask,
-            crop_height=self.crop_height,
             seed_from_fname=not train,
             augment=augment_from_config(self.augment_config, self.seed) if train else None,
-            num_adj_slices=self.num_adj_slices,
             mask_seed=self.seed if train else None,
             mask_augment=mask_augment_from_config(self.mask_augment_config, self.seed) if train else None,
         )
+
+    def set_input_spec(self, spec: InputSpec) -> None:
+        """Prepare inputs as ``spec`` says (the model's :meth:`~kspacelab.models.base.ReconModel.input_spec` with
+        the recipe's readout crop); call before :meth:`setup`."""
+        self.input_spec = spec
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets: train and val for ``"fit"`` (or None), val for ``"validate"``."""
         if stage in (None, "fit", "validate"):
             val_volumes = self._volumes(self.val_split)
             self.val_dataset = SliceDataset(
-                val_volumes, self._transform(train=False), self.num_adj_slices, self.sample_rate, self.seed
+                val_volumes, self._transform(train=False), self.sample_rate, self.seed
             )
         if stage in (None, "fit"):
             train_volumes = self._volumes(self.train_split)
@@ -572,14 +581,13 @@ class SnuDataModule(pl.LightningDataModule):
             self.train_dataset = SliceDataset(
                 train_volumes,
                 self._transform(train=True),
-                self.num_adj_slices,
                 self.sample_rate,
                 self.seed,
-                mask_accelerations=[4, 8] if self.both_accelerations else None,
+                mask_accelerations=list(challenge.ACCELERATIONS) if self.both_accelerations else None,
                 volume_max_area=True,
             )
 
-    def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[VarNetSample]:
+    def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[ReconSample]:
         if dataset is None:
             raise RuntimeError("call setup('fit') (or setup('validate')) before asking for a dataloader")
         sampler = ShapeGroupedBatchSampler(
@@ -601,10 +609,10 @@ class SnuDataModule(pl.LightningDataModule):
             worker_init_fn=seed_worker,
         )
 
-    def train_dataloader(self) -> DataLoader[VarNetSample]:
+    def train_dataloader(self) -> DataLoader[ReconSample]:
         """Shuffled shape-grouped batches of the training slices (train split, plus val when merged)."""
         return self._loader(self.train_dataset, train=True)
 
-    def val_dataloader(self) -> DataLoader[VarNetSample]:
+    def val_dataloader(self) -> DataLoader[ReconSample]:
         """Shape-grouped batches of the validation slices in file order (not shuffled)."""
         return self._loader(self.val_dataset, train=False)

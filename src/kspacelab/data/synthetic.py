@@ -1,4 +1,4 @@
-"""Synthetic multi-coil k-space datasets in the exact SNU challenge layout (SPEC.md section 1.1).
+"""Synthetic multi-coil k-space datasets in the exact SNU challenge layout (:mod:`kspacelab.formats`).
 
 Each volume is simulated from real anatomy (:mod:`kspacelab.data.phantoms`): the MNI152 brain template for
 ``brain`` files and a **stand-in** for ``knee`` files (real shoulder/abdomen MR anatomy from pydicom-data; no knee
@@ -29,13 +29,21 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from kspacelab import formats
+from kspacelab.challenge import (
+    ACCELERATIONS,
+    ANATOMIES,
+    BRAIN,
+    TARGET_SIZE,
+    Anatomy,
+    VolumeName,
+    acc_folder,
+)
 from kspacelab.classical.grappa import grappa_image
 from kspacelab.classical.zero_filled import zero_filled_image
 from kspacelab.data.phantoms import ObjectVolume, brain_volume, coil_array, knee_volume, smooth_field
@@ -53,10 +61,6 @@ __all__ = [
     "simulate_volume",
     "volume_rng",
 ]
-
-Anatomy = Literal["brain", "knee"]
-ANATOMIES: tuple[Anatomy, ...] = ("brain", "knee")
-ACCELERATIONS = (4, 8)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class SimulationPreset:
 
     def max_range(self, anatomy: Anatomy) -> tuple[float, float]:
         """Range of the ``max`` attr for ``anatomy``."""
-        return self.brain_max if anatomy == "brain" else self.knee_max
+        return self.brain_max if anatomy == BRAIN else self.knee_max
 
 
 PRESETS: dict[str, SimulationPreset] = {
@@ -113,7 +117,7 @@ PRESETS: dict[str, SimulationPreset] = {
         brain_widths=(392, 396),
         knee_height=640,
         knee_widths=(320, 480),
-        crop=384,
+        crop=TARGET_SIZE,
         brain_coils=(4, 8, 12, 16, 20),
         knee_coils=(15,),
         brain_slices=(12, 16),
@@ -202,7 +206,7 @@ def _draw_geometry(
     anatomy: Anatomy, preset: SimulationPreset, rng: np.random.Generator
 ) -> tuple[int, int, int, int]:
     """``(H, W, coils, slices)`` of a new volume."""
-    if anatomy == "brain":
+    if anatomy == BRAIN:
         height = preset.brain_height
         width = int(rng.choice(preset.brain_widths))
         coils = int(rng.choice(preset.brain_coils))
@@ -218,7 +222,7 @@ def _draw_geometry(
 
 def _object(anatomy: Anatomy, preset: SimulationPreset, rng: np.random.Generator) -> tuple[ObjectVolume, int]:
     height, width, coils, slices = _draw_geometry(anatomy, preset, rng)
-    if anatomy == "brain":
+    if anatomy == BRAIN:
         return brain_volume(rng, height, width, slices, spacing_mm=preset.brain_spacing_mm), coils
     return knee_volume(rng, height, width, slices), coils
 
@@ -318,11 +322,11 @@ def _jobs(preset: SimulationPreset, n_train: int) -> list[_Job]:
     for split, indices in ranges.items():
         for anatomy in ANATOMIES:
             for acc in ACCELERATIONS:
-                jobs += [_Job(split, f"{anatomy}_acc{acc}_{i}", anatomy, acc) for i in indices]
+                jobs += [_Job(split, VolumeName(anatomy, acc, i).stem, anatomy, acc) for i in indices]
     for acc in ACCELERATIONS:
         for anatomy in ANATOMIES:
             jobs += [
-                _Job(f"leaderboard/acc{acc}", f"{anatomy}_test{i}", anatomy, acc)
+                _Job(f"leaderboard/{acc_folder(acc)}", VolumeName(anatomy, None, i).stem, anatomy, acc)
                 for i in range(1, preset.leaderboard_volumes + 1)
             ]
     return jobs

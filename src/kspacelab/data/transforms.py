@@ -1,90 +1,28 @@
 """Per-slice transforms: raw k-space slice (numpy) -> the tensors a multi-coil model is trained on.
 
-:class:`VarNetTransform` turns one slice (or a stack of adjacent slices) of complex k-space, the file's
-sampling mask, the target image and a few attributes into a :class:`VarNetSample` (fastMRI's real-view
+:class:`SliceTransform` turns one slice (or a stack of adjacent slices) of complex k-space, the file's
+sampling mask, the target image and a few attributes into a :class:`ReconSample` (fastMRI's real-view
 convention). The mask comes from the file or from a mask function with fastMRI's signature
 (:func:`kspacelab.masks.create_mask_for_mask_type`); an optional per-anatomy crop of the readout axis in the
-image domain saves memory (seed 000's trick, SPEC §4).
+image domain saves memory (Team EJ's trick in the 2025 challenge: brain 384, knee 416 rows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-from kspacelab import masks, physics
+from kspacelab import challenge, masks, physics
 from kspacelab.data.augment import MaskAugment, MRAugment, stable_seed
+from kspacelab.models.base import InputSpec, ReconSample
 
-__all__ = ["DEFAULT_CROP_SIZE", "VarNetSample", "VarNetTransform", "crop_readout"]
+__all__ = ["DEFAULT_CROP_SIZE", "SliceTransform"]
 
-#: Crop size of the SNU reconstructions (SPEC §1.3), used when neither a target nor a recon size is known.
-DEFAULT_CROP_SIZE: tuple[int, int] = (384, 384)
-
-
-class VarNetSample(NamedTuple):
-    """One training/inference item for a multi-coil model.
-
-    A NamedTuple, so :func:`torch.utils.data.default_collate` batches it field by field: tensors are
-    stacked (a leading batch axis ``B`` appears), ints become int64 tensors ``(B,)``, floats float64
-    tensors ``(B,)``, strings tuples of ``B`` strings.
-
-    Attributes:
-        masked_kspace: float32 ``(C', H, W, 2)`` real view of the undersampled k-space; ``C' = adj * C``
-            for ``adj`` adjacent slices stacked along the coil axis in slice order ``s - adj // 2 .. s +
-            adj // 2``, so the centre slice's coils are the middle block ``[adj // 2 * C, (adj // 2 + 1) * C)``.
-            ``H`` is the readout height after the optional crop.
-        mask: bool ``(1, 1, W, 1)`` sampling mask (broadcasts against ``masked_kspace``).
-        num_low_frequencies: length of the fully sampled centre block (:func:`kspacelab.masks.center_block`).
-        target: float32 ``(h, w)`` target image (``image_label`` / ``reconstruction_rss``); zeros of the
-            crop size when there is no target.
-        max_value: the volume's data range (file attr ``max``); 0.0 when unknown.
-        crop_size: int64 tensor ``(2,)`` = ``(h, w)``, the size of the model's output crop. A tensor (not
-            a tuple) so that a batch collates to an int64 ``(B, 2)`` tensor.
-        anatomy: ``"brain"``, ``"knee"`` or ``""`` when unknown.
-        acceleration: acceleration of the mask (:func:`kspacelab.masks.estimate_acceleration`), falling
-            back to the volume's nominal acceleration; 0 when neither is known.
-        fname: the volume's file name, e.g. ``"brain_acc4_1.h5"``.
-        slice_num: index of the (centre) slice in the volume.
-        max_area: largest leaderboard-foreground area (pixels) over the slices of the volume, for the
-            ``sqrt(area / max_area)`` loss weight; 0.0 when not computed (the loss then uses the batch maximum).
-    """
-
-    masked_kspace: torch.Tensor
-    mask: torch.Tensor
-    num_low_frequencies: int
-    target: torch.Tensor
-    max_value: float
-    crop_size: torch.Tensor
-    anatomy: str
-    acceleration: int
-    fname: str
-    slice_num: int
-    max_area: float = 0.0
-
-
-def crop_readout(kspace: torch.Tensor, height: int) -> torch.Tensor:
-    """Crop k-space to ``height`` rows in the image domain (readout axis ``H`` only).
-
-    The 2-D centred orthonormal FFT is separable, so ``fft2c(crop_rows(ifft2c(k)))`` equals the 1-D inverse
-    FFT along ``H``, a centred crop of the rows (start ``(H - height) // 2``) and the 1-D FFT along ``H``:
-    the columns (and therefore a column mask) are untouched and the image of the result is exactly the
-    centre rows of the original image.
-
-    Args:
-        kspace: complex ``(..., H, W)``.
-        height: number of image rows to keep; a no-op when ``H <= height``.
-
-    Returns:
-        complex ``(..., min(H, height), W)``.
-    """
-    rows, cols = kspace.shape[-2], kspace.shape[-1]
-    if rows <= height:
-        return kspace
-    image = physics.center_crop(physics.ifft2c(kspace), (height, cols))
-    return physics.fft2c(image)
+#: Crop size of the SNU reconstructions (384 x 384), used when neither a target nor a recon size is known.
+DEFAULT_CROP_SIZE: tuple[int, int] = challenge.TARGET_SHAPE
 
 
 def _crop_keeps_target(height: int, cropped: int, target_height: int) -> bool:
@@ -92,8 +30,8 @@ def _crop_keeps_target(height: int, cropped: int, target_height: int) -> bool:
     return (height - target_height) // 2 - (height - cropped) // 2 == (cropped - target_height) // 2
 
 
-class VarNetTransform:
-    """Slice -> :class:`VarNetSample` for multi-coil models (E2E-VarNet, PromptMR+, ...).
+class SliceTransform:
+    """Slice -> :class:`ReconSample` for multi-coil models (E2E-VarNet, PromptMR+, ...).
 
     Mask choice: the file's mask when ``use_file_mask`` and the file has one, else ``mask_func`` called
     with the real-view k-space shape ``(C', H, W, 2)`` and ``seed = tuple(map(ord, fname))`` when
@@ -103,25 +41,24 @@ class VarNetTransform:
 
     def __init__(
         self,
+        input_spec: InputSpec | None = None,
         mask_func: masks.MaskFunc | None = None,
         use_file_mask: bool = True,
-        crop_height: Mapping[str, int] | None = None,
         seed_from_fname: bool = False,
         augment: MRAugment | None = None,
-        num_adj_slices: int = 1,
         mask_seed: int | None = None,
         mask_augment: MaskAugment | None = None,
     ) -> None:
         """Args:
+        input_spec: the model's inputs (:class:`~kspacelab.models.base.InputSpec`): adjacent slices stacked
+            along the coil axis (locates the centre slice's coils), readout crop per anatomy, extra images;
+            default one slice, no crop.
         mask_func: callable ``(shape, offset=None, seed=None) -> (mask, num_low_frequencies)``; needed
             unless every file carries a mask and ``use_file_mask`` is True.
         use_file_mask: use the file's mask when there is one.
-        crop_height: optional image-domain height per anatomy, e.g. ``{"brain": 384, "knee": 416}``;
-            anatomies not listed are not cropped.
         seed_from_fname: seed ``mask_func`` from the file name (deterministic validation masks).
         augment: MRAugment applied to the fully sampled k-space before the readout crop and the mask (training);
             the target is then recomputed as the RSS of the augmented k-space (centre slice), centre-cropped.
-        num_adj_slices: adjacent slices stacked along the coil axis (locates the centre slice's coils).
         mask_seed: draw ``mask_func`` masks from a seed derived from ``(mask_seed, epoch, file name, slice)``
             (training: a new mask every epoch, independent of workers and of where a run was resumed); None
             uses the mask function's own RNG state.
@@ -130,16 +67,12 @@ class VarNetTransform:
         """
         if not use_file_mask and mask_func is None:
             raise ValueError("use_file_mask=False needs a mask_func")
-        heights = dict(crop_height or {})
-        for anatomy, height in heights.items():
-            if int(height) < 1:
-                raise ValueError(f"crop_height[{anatomy!r}] must be a positive integer, got {height}")
+        self.input_spec = input_spec if input_spec is not None else InputSpec()
         self.mask_func = mask_func
         self.use_file_mask = use_file_mask
-        self.crop_height: dict[str, int] = {str(k): int(v) for k, v in heights.items()}
         self.seed_from_fname = seed_from_fname
         self.augment = augment
-        self.num_adj_slices = int(num_adj_slices)
+        self.num_adj_slices = self.input_spec.num_adj_slices
         self.mask_seed = mask_seed
         self.mask_augment = mask_augment
         self.epoch = 0
@@ -154,8 +87,7 @@ class VarNetTransform:
 
     def output_height(self, height: int, anatomy: str) -> int:
         """Readout height ``H`` of ``masked_kspace`` for an input of ``height`` rows and ``anatomy``."""
-        crop = self.crop_height.get(anatomy)
-        return height if crop is None else min(height, crop)
+        return self.input_spec.readout_height(height, anatomy)
 
     def reseed(self, seed: int) -> None:
         """Reseed the mask function's own RNG (called per DataLoader worker so workers draw different masks).
@@ -227,7 +159,8 @@ class VarNetTransform:
         anatomy: str = "",
         acceleration: int | None = None,
         mask_acceleration: int | None = None,
-    ) -> VarNetSample:
+        extra_images: np.ndarray | None = None,
+    ) -> ReconSample:
         """Build the sample of one slice.
 
         Args:
@@ -238,13 +171,16 @@ class VarNetTransform:
                 there is no target; optional, default :data:`DEFAULT_CROP_SIZE`).
             fname: the volume's file name (seeds the mask with ``seed_from_fname``).
             slice_num: (centre) slice index.
-            anatomy: ``"brain"``/``"knee"`` (selects ``crop_height``) or ``""``.
+            anatomy: ``"brain"``/``"knee"`` (selects the spec's readout crop) or ``""``.
             acceleration: the volume's nominal acceleration, used when the mask's cannot be estimated.
             mask_acceleration: train this slice with a mask of this acceleration (``both_accelerations``): a
                 drawn mask with ``mask_augment``, else the organiser mask of that acceleration.
+            extra_images: float ``(E, h, w)``, the slice's :attr:`InputSpec.extra_images` in order; needed when
+                the spec names any.
 
         Raises:
-            ValueError: bad shapes, no mask available, or a crop height that would cut into the target.
+            ValueError: bad shapes, no mask available, missing extra images, or a crop height that would cut
+                into the target.
         """
         k = np.asarray(kspace)
         if k.ndim != 3 or not np.iscomplexobj(k):
@@ -270,15 +206,15 @@ class VarNetTransform:
         if out_height < height:
             if out_height < crop_size[0]:
                 raise ValueError(
-                    f"{fname}: crop_height {out_height} for {anatomy!r} is smaller than the target height "
+                    f"{fname}: readout crop {out_height} for {anatomy!r} is smaller than the target height "
                     f"{crop_size[0]}"
                 )
             if not _crop_keeps_target(height, out_height, crop_size[0]):
                 raise ValueError(
-                    f"{fname}: crop_height {out_height} would shift the centred {crop_size[0]}-row target by "
+                    f"{fname}: readout crop {out_height} would shift the centred {crop_size[0]}-row target by "
                     f"one row (H={height}); use a height of the same parity as H"
                 )
-            kspace_t = crop_readout(kspace_t, out_height)
+            kspace_t = physics.crop_readout(kspace_t, out_height)
 
         if augmented:  # the target of the augmented pair: RSS of the centre slice's augmented coil images
             per_slice = coils // self.num_adj_slices
@@ -303,7 +239,7 @@ class VarNetTransform:
         mask_t = torch.from_numpy(line).reshape(1, 1, width, 1)
         masked = physics.to_real_view(kspace_t) * mask_t
         max_value = attrs.get("max")
-        return VarNetSample(
+        return ReconSample(
             masked_kspace=masked.to(torch.float32).contiguous(),
             mask=mask_t,
             num_low_frequencies=stop - start,
@@ -314,4 +250,19 @@ class VarNetTransform:
             acceleration=acc,
             fname=fname,
             slice_num=int(slice_num),
+            extra_images=self._extra_images(extra_images, crop_size, fname),
         )
+
+    def _extra_images(self, images: np.ndarray | None, size: tuple[int, int], fname: str) -> torch.Tensor:
+        """``(E, h, w)`` float32 extra images of the spec (``E = 0`` when it names none)."""
+        wanted = len(self.input_spec.extra_images)
+        if wanted == 0:
+            return torch.zeros((0, *size), dtype=torch.float32)
+        if images is None:
+            raise ValueError(f"{fname}: the model needs the images {list(self.input_spec.extra_images)}")
+        extra = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        if extra.shape != (wanted, *size):
+            raise ValueError(
+                f"{fname}: extra images must have shape {(wanted, *size)}, got {tuple(extra.shape)}"
+            )
+        return extra

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kspacelab import challenge
+
 __all__ = ["ANATOMY_CLASSES", "AnatomyClassifier", "classify_volume", "normalise_images"]
 
 #: Class index -> anatomy name.
-ANATOMY_CLASSES: tuple[str, ...] = ("brain", "knee")
+ANATOMY_CLASSES: tuple[str, ...] = challenge.ANATOMIES
 
 
 def normalise_images(images: torch.Tensor, image_size: int) -> torch.Tensor:

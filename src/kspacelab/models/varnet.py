@@ -23,67 +23,13 @@ from torch.utils.checkpoint import checkpoint
 
 from kspacelab import physics
 from kspacelab.classical.grappa import DEFAULT_LAMDA, grappa_kspace
+from kspacelab.models.base import ReconModel
 from kspacelab.models.unet import NormUnet
+from kspacelab.physics import LowFreqs, broadcast_line_mask, keep_columns, low_frequency_window
 
-__all__ = ["SensitivityModel", "VarNet", "VarNetBlock", "low_frequency_window"]
+__all__ = ["SensitivityModel", "VarNet", "VarNetBlock"]
 
-LowFreqs = int | torch.Tensor | None
 INITIAL_KSPACE = ("zero_filled", "grappa")
-
-
-def _line_mask(mask: torch.Tensor, kspace: torch.Tensor) -> torch.Tensor:
-    """Boolean mask broadcastable to complex k-space ``(B, C, H, W)``: drops a real-view trailing axis."""
-    if mask.ndim == kspace.ndim + 1:
-        if mask.shape[-1] != 1:
-            raise ValueError(f"a real-view mask needs a last axis of size 1, got shape {tuple(mask.shape)}")
-        mask = mask[..., 0]
-    if mask.ndim != kspace.ndim:
-        raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}"
-        )
-    return mask if mask.dtype == torch.bool else mask.bool()
-
-
-def low_frequency_window(
-    mask: torch.Tensor, num_low_frequencies: LowFreqs = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start and width of the fully sampled centre (ACS) block per batch item, as in fastMRI's VarNet.
-
-    With ``num_low_frequencies`` None or 0 the width is detected from the mask: walking out from column
-    ``W // 2`` to the first unsampled column on each side, the width is twice the shorter walk (at least 1).
-
-    Args:
-        mask: ``(B, 1, 1, W)`` (bool or 0/1), the line mask of complex k-space.
-        num_low_frequencies: known width, an int or a ``(B,)`` tensor; None or 0 to detect.
-
-    Returns:
-        ``(start, width)``, two ``(B,)`` int64 tensors; the block is columns ``start <= j < start + width``
-        with ``start = (W - width + 1) // 2``.
-    """
-    lines = mask[:, 0, 0, :]
-    width = lines.shape[-1]
-    if num_low_frequencies is None or (
-        not isinstance(num_low_frequencies, torch.Tensor) and num_low_frequencies == 0
-    ):
-        lines = lines.to(torch.int8)
-        centre = width // 2
-        # argmin finds the first unsampled (0) column; it is 0 when a side has no unsampled column at all
-        left = torch.argmin(lines[:, :centre].flip(1), dim=1)
-        right = torch.argmin(lines[:, centre:], dim=1)
-        num = torch.clamp(2 * torch.minimum(left, right), min=1)
-    else:
-        num = torch.as_tensor(num_low_frequencies, device=mask.device).to(torch.long)
-        num = num.expand(lines.shape[0]) if num.ndim == 0 else num
-    num = num.to(torch.long)
-    return (width - num + 1) // 2, num
-
-
-def _keep_columns(kspace: torch.Tensor, start: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
-    """Zero every column of ``(B, C, H, W)`` k-space outside ``[start_b, start_b + num_b)``."""
-    cols = torch.arange(kspace.shape[-1], device=kspace.device)
-    keep = (cols >= start[:, None]) & (cols < (start + num)[:, None])  # (B, W)
-    zero = torch.zeros((), dtype=kspace.dtype, device=kspace.device)
-    return torch.where(keep[:, None, None, :], kspace, zero)
 
 
 class SensitivityModel(nn.Module):
@@ -130,8 +76,8 @@ class SensitivityModel(nn.Module):
         real_view = not masked_kspace.is_complex()
         k = physics.to_complex(masked_kspace)
         if self.mask_center:
-            start, num = low_frequency_window(_line_mask(mask, k), num_low_frequencies)
-            k = _keep_columns(k, start, num)
+            start, num = low_frequency_window(broadcast_line_mask(mask, k), num_low_frequencies)
+            k = keep_columns(k, start, num)
         b, c, h, w = k.shape
         images = physics.ifft2c(k).reshape(b * c, 1, h, w)
         maps = self.norm_unet(images).reshape(b, c, h, w)
@@ -181,7 +127,7 @@ class VarNetBlock(nn.Module):
         return current_kspace - soft_dc - physics.sens_expand(image, sens_maps)
 
 
-class VarNet(nn.Module):
+class VarNet(ReconModel):
     """E2E-VarNet: a learned sensitivity model and ``num_cascades`` unrolled soft-DC + NormUnet cascades.
 
     ``state_dict()`` keys equal ``fastmri.models.VarNet``'s (``sens_net.norm_unet.unet.*``,
@@ -247,7 +193,7 @@ class VarNet(nn.Module):
         k0 = physics.to_complex(masked_kspace)
         if k0.ndim != 4:
             raise ValueError(f"expected k-space (B, C, H, W) complex or (..., 2), got {tuple(k0.shape)}")
-        line_mask = _line_mask(mask, k0)
+        line_mask = broadcast_line_mask(mask, k0)
 
         if self.sens_checkpoint and torch.is_grad_enabled():
             sens_maps = checkpoint(self.sens_net, k0, line_mask, num_low_frequencies, use_reentrant=False)

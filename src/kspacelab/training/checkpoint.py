@@ -1,13 +1,15 @@
-"""Loading trained weights safely (``torch.load(..., weights_only=True)``) for inference.
+"""Loading trained weights safely (``torch.load(..., weights_only=True)``).
 
-:func:`load_model` rebuilds a model from a checkpoint written by :class:`~kspacelab.training.ReconModule` or from a
-plain fastMRI-style VarNet ``state_dict`` (fastMRI's published weights); :func:`model_data_settings` tells how the
-model's inputs were prepared in training.
+:func:`load_model` rebuilds a model from a checkpoint written by ``kspacelab train`` or from a plain
+fastMRI-style VarNet ``state_dict`` (fastMRI's published weights) and returns a :class:`LoadedModel`: the model,
+the :class:`~kspacelab.models.base.InputSpec` its inputs were prepared with in training, its configuration and
+where it came from. :func:`read_state_dict` reads only the weights (a stage's starting point).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from torch import nn
 
 from kspacelab.errors import KspacelabError
 from kspacelab.models import build_model
+from kspacelab.models.base import InputSpec, ReconModel
 
-__all__ = ["load_model", "model_data_settings"]
+__all__ = ["LoadedModel", "Provenance", "load_model", "read_state_dict"]
 
 _VARNET_CASCADE = re.compile(r"^cascades\.(\d+)\.dc_weight$")
 _STATE_PREFIXES = ("model.", "varnet.", "module.")
@@ -59,34 +62,41 @@ def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def load_model(
-    checkpoint: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model for inference (eval mode) with ``torch.load(..., weights_only=True)``.
+@dataclass(frozen=True)
+class Provenance:
+    """Where a loaded model came from."""
 
-    Accepted contents:
+    path: Path
+    format: str  # "lightning" (a kspacelab training checkpoint) or "state_dict" (plain weights)
+    epoch: int | None = None
+    global_step: int | None = None
 
-    * a Lightning checkpoint written by :class:`ReconModule`: the model is rebuilt with
-      ``build_model(model_name, **model_kwargs)`` from ``hyper_parameters`` and given the ``model.*`` weights;
-    * a plain fastMRI-style VarNet ``state_dict`` (``cascades.{i}.dc_weight``, ``sens_net.norm_unet...``;
-      also under a ``state_dict`` key and/or a ``varnet.``/``module.`` prefix): ``num_cascades``, ``chans``,
-      ``pools``, ``sens_chans``, ``sens_pools`` are read off the tensor shapes (fastMRI's published weights).
 
-    Args:
-        checkpoint: path of the ``.ckpt``/``.pt`` file.
-        map_location: device for the tensors.
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for inference and what is needed to feed it.
 
-    Returns:
-        ``(model, info)``: the model in eval mode and a dict with ``format`` (``"lightning"`` or
-        ``"state_dict"``), ``model_name``, ``model_kwargs`` and, for Lightning checkpoints, ``hyper_parameters``,
-        ``data_hyper_parameters`` (the data module's, see :func:`model_data_settings`), ``epoch`` and
-        ``global_step``.
-
-    Raises:
-        KspacelabError: a missing, corrupt or unsafe file, or contents that are neither kind (one line naming
-            the file).
+    Attributes:
+        model: the model, in eval mode, on the device it was loaded to.
+        name: its registry name (``"varnet"``, ...).
+        config: the keyword arguments it was built with.
+        input_spec: how its inputs were prepared in training (adjacent slices, readout crop, extra images).
+        provenance: the file, its format and the training progress it holds.
+        hyper_parameters: the training module's hyper-parameters (empty for plain state dicts).
+        data_hyper_parameters: the data module's (e.g. the classifier's ``image_key``; empty when absent).
     """
-    path = Path(checkpoint)
+
+    model: nn.Module
+    name: str
+    config: dict[str, Any]
+    input_spec: InputSpec
+    provenance: Provenance
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    data_hyper_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with one-line errors; the object must be a dict."""
     if not path.is_file():
         raise KspacelabError(f"{path}: checkpoint file not found")
     try:
@@ -96,26 +106,78 @@ def load_model(
         raise KspacelabError(f"{path}: cannot read the checkpoint safely (weights_only): {first}") from None
     if not isinstance(obj, dict):
         raise KspacelabError(f"{path}: not a checkpoint (expected a dict, found {type(obj).__name__})")
+    return obj
 
-    hparams = obj.get("hyper_parameters")
+
+def _weights(obj: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     state = obj.get("state_dict", obj)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
         raise KspacelabError(
             f"{path}: no model weights found (neither a Lightning checkpoint nor a state dict)"
         )
-    info: dict[str, Any]
+    return state
+
+
+def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a kspacelab checkpoint (``model.`` prefix removed) or of a plain state dict (a
+    ``varnet.``/``module.`` prefix removed), read with ``weights_only=True``."""
+    path = Path(checkpoint)
+    obj = _read(path, "cpu")
+    state = _weights(obj, path)
+    if isinstance(obj.get("hyper_parameters"), dict) and any(k.startswith("model.") for k in state):
+        return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    return _strip_prefix(state)
+
+
+def _input_spec(model: nn.Module, hparams: dict[str, Any], data_hparams: dict[str, Any]) -> InputSpec:
+    """The model's declared inputs with the readout crop it was trained with.
+
+    The crop is the training module's ``crop_height``; checkpoints written before it moved there kept it in the
+    data module's hyper-parameters.
+    """
+    declared = model.input_spec() if isinstance(model, ReconModel) else InputSpec()
+    crop = hparams.get("crop_height")
+    if crop is None:
+        crop = data_hparams.get("crop_height")
+    return declared.with_crop({str(k): int(v) for k, v in (crop or {}).items()})
+
+
+def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model for inference (eval mode) with ``torch.load(..., weights_only=True)``.
+
+    Accepted contents:
+
+    * a Lightning checkpoint written by ``kspacelab train``: the model is rebuilt with
+      ``build_model(model_name, **model_kwargs)`` from ``hyper_parameters`` and given the ``model.*`` weights;
+    * a plain fastMRI-style VarNet ``state_dict`` (``cascades.{i}.dc_weight``, ``sens_net.norm_unet...``;
+      also under a ``state_dict`` key and/or a ``varnet.``/``module.`` prefix): ``num_cascades``, ``chans``,
+      ``pools``, ``sens_chans``, ``sens_pools`` are read off the tensor shapes (fastMRI's published weights).
+
+    Args:
+        checkpoint: path of the ``.ckpt``/``.pt`` file.
+        map_location: device for the tensors.
+
+    Raises:
+        KspacelabError: a missing, corrupt or unsafe file, or contents that are neither kind (one line naming
+            the file).
+    """
+    path = Path(checkpoint)
+    obj = _read(path, map_location)
+    state = _weights(obj, path)
+    hparams = obj.get("hyper_parameters")
+    data_hparams: dict[str, Any] = {}
     if isinstance(hparams, dict) and "model_name" in hparams:
         name = str(hparams["model_name"])
         kwargs = dict(hparams.get("model_kwargs") or {})
         weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-        data_hparams = obj.get("datamodule_hyper_parameters")
-        info = {
-            "format": "lightning",
-            "hyper_parameters": dict(hparams),
-            "data_hyper_parameters": dict(data_hparams) if isinstance(data_hparams, dict) else {},
-            "epoch": obj.get("epoch"),
-            "global_step": obj.get("global_step"),
-        }
+        raw_data = obj.get("datamodule_hyper_parameters")
+        data_hparams = dict(raw_data) if isinstance(raw_data, dict) else {}
+        provenance = Provenance(path, "lightning", obj.get("epoch"), obj.get("global_step"))
+        hparams = dict(hparams)
     else:
         weights = _strip_prefix(state)
         inferred = _varnet_kwargs(weights)
@@ -125,26 +187,13 @@ def load_model(
                 "fastMRI VarNet state dict)"
             )
         name, kwargs = "varnet", inferred
-        info = {"format": "state_dict"}
-    info.update(model_name=name, model_kwargs=kwargs)
+        provenance = Provenance(path, "state_dict")
+        hparams = {}
     try:
         model = build_model(name, **kwargs)
         model.load_state_dict(weights, strict=True)
+        spec = _input_spec(model, hparams, data_hparams)
     except (TypeError, ValueError, RuntimeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise KspacelabError(f"{path}: weights do not fit model {name!r} {kwargs}: {first}") from None
-    return model.to(map_location).eval(), info
-
-
-def model_data_settings(info: dict[str, Any]) -> tuple[int, dict[str, int] | None]:
-    """Input settings a loaded model was trained with: ``(num_adj_slices, crop_height)``.
-
-    Read from the data module's hyper-parameters of a Lightning checkpoint (``info`` from :func:`load_model`);
-    ``(1, None)`` (one slice, no readout crop) for plain state dicts or when they are absent. Inference must
-    prepare its inputs the same way.
-    """
-    data = info.get("data_hyper_parameters") or {}
-    num_adj_slices = int(data.get("num_adj_slices") or 1)
-    crop = data.get("crop_height")
-    crop_height = {str(k): int(v) for k, v in crop.items()} if isinstance(crop, dict) and crop else None
-    return num_adj_slices, crop_height
+    return LoadedModel(model.to(map_location).eval(), name, kwargs, spec, provenance, hparams, data_hparams)

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from kspacelab.data.anatomy import AnatomyItem
+from kspacelab.errors import KspacelabError
 from kspacelab.models import build_model
 from kspacelab.training.module import OptimizerName, SchedulerName, configure_optimization
 
@@ -53,7 +54,10 @@ class ClassifierModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(model_name, **(model_kwargs or {}))
+        try:
+            self.model = build_model(model_name, **(model_kwargs or {}))
+        except (TypeError, ValueError) as err:
+            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
         self._val_records: list[tuple[str, torch.Tensor, int]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 :class:`ReconModule` wraps a registered model (:func:`kspacelab.models.build_model`) and trains it with the masked
 leaderboard SSIM loss (:func:`kspacelab.metrics.masked_ssim_loss`, optionally ``sqrt``-area weighted, plus a
 normalised L1 term); validation scores every slice with the leaderboard metric itself
-(:func:`kspacelab.metrics.leaderboard_ssim_volume`, float64) and logs it per acceleration (SPEC.md section 2:
+(:func:`kspacelab.metrics.leaderboard_ssim_volume`, float64) and logs it per acceleration (as the leaderboard:
 slices pooled, unweighted). Every constructor argument is a plain type, so a checkpoint's ``hyper_parameters``
 load with ``torch.load(..., weights_only=True)``.
 """
@@ -18,7 +18,6 @@ import lightning.pytorch as L
 import torch
 import torch.distributed as dist
 
-from kspacelab.data.transforms import VarNetSample
 from kspacelab.errors import KspacelabError
 from kspacelab.metrics import (
     FOREGROUND_THRESHOLDS,
@@ -28,6 +27,7 @@ from kspacelab.metrics import (
     ssim_per_slice,
 )
 from kspacelab.models import MODEL_REGISTRY, build_model
+from kspacelab.models.base import InputSpec, ReconSample
 
 __all__ = [
     "MONITOR",
@@ -89,9 +89,9 @@ def linear_constant_step_lr(
 # Lightning module
 # ----------------------------------------------------------------------------------------------------
 class ReconModule(L.LightningModule):
-    """A reconstruction model trained with the masked leaderboard SSIM (SPEC.md sections 2 and 5).
+    """A reconstruction model trained with the masked leaderboard SSIM (the loss of the top 2025 entries).
 
-    Batches are :class:`kspacelab.data.transforms.VarNetSample` collated by ``default_collate``:
+    Batches are :class:`kspacelab.models.base.ReconSample` collated by ``default_collate``:
     ``masked_kspace (B, C, H, W, 2)``, ``mask (B, 1, 1, W, 1)``, ``target (B, h, w)``, ``max_value (B,)``,
     ``anatomy`` (B strings), ``acceleration (B,)``, ``fname`` (B strings), ``slice_num (B,)``. The model's
     output is cropped to the target size ``(h, w)``.
@@ -107,6 +107,7 @@ class ReconModule(L.LightningModule):
         self,
         model_name: str = "varnet",
         model_kwargs: dict[str, Any] | None = None,
+        crop_height: dict[str, int] | None = None,
         area_weighted_loss: bool = False,
         l1_weight: float = 0.0,
         optimizer: OptimizerName = "adamw",
@@ -122,9 +123,12 @@ class ReconModule(L.LightningModule):
     ) -> None:
         """Args:
         model_name: a name of :data:`kspacelab.models.MODEL_REGISTRY` (``"varnet"``, ...).
-        model_kwargs: keyword arguments of the model's constructor.
+        model_kwargs: keyword arguments of the model's constructor (a misspelt key fails with the allowed ones).
+        crop_height: image-domain readout height per anatomy the inputs are cropped to before the network
+            (``{"brain": 384, "knee": 416}``: Team EJ's memory saving); part of the model's
+            :class:`~kspacelab.models.base.InputSpec`, so inference crops the same way.
         area_weighted_loss: multiply each slice's ``1 - SSIM`` by ``sqrt(area / max_area)`` of its
-            foreground mask (SPEC.md section 2).
+            foreground mask.
         l1_weight: weight of an added L1 term, ``mean(|output - target|) / max_value`` per slice.
         optimizer: ``"adamw"``, ``"adam"`` or ``"nadam"``.
         lr: peak learning rate.
@@ -165,24 +169,28 @@ class ReconModule(L.LightningModule):
             raise KspacelabError(f"model.schedule_epochs must be positive (or null), got {schedule_epochs}")
         if step_size < 1 or not gamma > 0:
             raise KspacelabError(f"model.step_size must be >= 1 and gamma > 0, got {step_size}, {gamma}")
-        if model_name not in MODEL_REGISTRY:
+        reconstruction = sorted(n for n, e in MODEL_REGISTRY.items() if e.task == "reconstruction")
+        if model_name not in reconstruction:
             raise KspacelabError(
-                f"model.model_name: unknown model {model_name!r}; registered: {sorted(MODEL_REGISTRY)}"
+                f"model.model_name: unknown reconstruction model {model_name!r}; registered: {reconstruction}"
             )
         self.save_hyperparameters()
         try:
             self.model = build_model(model_name, **dict(model_kwargs or {}))
         except (TypeError, ValueError) as err:
             raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+        try:
+            self.input_spec: InputSpec = self.model.input_spec().with_crop(crop_height)  # type: ignore[operator]
+        except ValueError as err:
+            raise KspacelabError(f"model.crop_height: {err}") from None
         self._val_records: list[tuple[str, int, int, float]] = []
 
     # -- forward and loss -------------------------------------------------------------------------------
-    def forward(self, batch: VarNetSample) -> torch.Tensor:
+    def forward(self, batch: ReconSample) -> torch.Tensor:
         """Reconstruction ``(B, h, w)`` of a batch, cropped to the size of ``batch.target``."""
         h, w = batch.target.shape[-2:]
-        return self.model(
-            batch.masked_kspace, batch.mask, batch.num_low_frequencies, crop_size=(int(h), int(w))
-        )
+        image: torch.Tensor = self.model.reconstruct(batch, (int(h), int(w)))  # type: ignore[operator]
+        return image
 
     @staticmethod
     def foreground(target: torch.Tensor, anatomy: Sequence[str]) -> torch.Tensor:
@@ -200,7 +208,7 @@ class ReconModule(L.LightningModule):
         return mask
 
     @staticmethod
-    def _data_range(batch: VarNetSample) -> torch.Tensor:
+    def _data_range(batch: ReconSample) -> torch.Tensor:
         """``max_value`` per slice ``(B,)``; where it is unknown (0) the slice's target maximum."""
         max_value = torch.as_tensor(batch.max_value, device=batch.target.device).to(batch.target.dtype)
         fallback = (
@@ -209,7 +217,7 @@ class ReconModule(L.LightningModule):
         return torch.where(max_value > 0, max_value, fallback)
 
     @staticmethod
-    def _volume_max_area(batch: VarNetSample) -> torch.Tensor | None:
+    def _volume_max_area(batch: ReconSample) -> torch.Tensor | None:
         """The batch's per-volume foreground maxima ``(B,)``, or None when any is unknown (0)."""
         value = getattr(batch, "max_area", None)
         if value is None:
@@ -217,7 +225,7 @@ class ReconModule(L.LightningModule):
         areas = torch.as_tensor(value, device=batch.target.device).reshape(-1).to(batch.target.dtype)
         return areas if bool((areas > 0).all()) else None
 
-    def compute_loss(self, output: torch.Tensor, batch: VarNetSample) -> torch.Tensor:
+    def compute_loss(self, output: torch.Tensor, batch: ReconSample) -> torch.Tensor:
         """Training loss of a batch: masked ``1 - SSIM`` (optionally area-weighted) + ``l1_weight`` x L1.
 
         The L1 term is ``mean(|output - target|) / max_value`` per slice, averaged over the batch (scale-free,
@@ -243,7 +251,7 @@ class ReconModule(L.LightningModule):
             loss = loss + l1_weight * l1.mean()
         return loss
 
-    def training_step(self, batch: VarNetSample, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss; logs ``train/loss`` on the progress bar."""
         output = self(batch)
         loss = self.compute_loss(output, batch)
@@ -255,7 +263,7 @@ class ReconModule(L.LightningModule):
         self._val_records = []
 
     @staticmethod
-    def slice_scores(output: torch.Tensor, batch: VarNetSample) -> list[float]:
+    def slice_scores(output: torch.Tensor, batch: ReconSample) -> list[float]:
         """Leaderboard SSIM (float64, :func:`~kspacelab.metrics.leaderboard_ssim_volume`) of every slice.
 
         Data range = ``max_value`` (the target's maximum where unknown); foreground mask from the target.
@@ -273,7 +281,7 @@ class ReconModule(L.LightningModule):
             scores.append(float(value))
         return scores
 
-    def validation_step(self, batch: VarNetSample, batch_idx: int) -> None:
+    def validation_step(self, batch: ReconSample, batch_idx: int) -> None:
         """Score every slice of the batch and keep ``(fname, slice, acceleration, ssim)`` for the epoch end."""
         output = self(batch)
         scores = self.slice_scores(output, batch)

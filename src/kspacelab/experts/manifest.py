@@ -1,4 +1,4 @@
-"""Mixtures of experts: bundle manifests and routing (SNU 2025 entries, SPEC.md section 4).
+"""Expert bundle manifests: which checkpoint serves which route (the SNU 2025 entries' mixtures of experts).
 
 A *bundle* is a small YAML (or JSON) manifest naming expert checkpoints by route, with paths relative to the
 manifest's folder::
@@ -14,37 +14,34 @@ A route is ``(anatomy, acc, mask_rule)`` with anatomy ``brain | knee``, acc ``4 
 ``organiser`` (the mask equals the organiser rule for its width: "hacker" experts) or ``other`` (any other
 mask: "helper" experts). An expert field may be ``any``. A volume goes to the matching expert with the most
 specific fields; :func:`load_bundle` refuses manifests where a route has no expert (unless a fallback is named)
-or two equally specific experts (ambiguous), and loads every checkpoint with ``weights_only=True``.
+or two equally specific experts (ambiguous).
+
+This module reads and writes manifests only; it imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from kspacelab.challenge import ACCELERATIONS, ANATOMIES
 from kspacelab.errors import KspacelabError
-from kspacelab.masks import SUPPORTED_ACCELERATIONS
 
 __all__ = [
-    "ANATOMIES",
     "ANY",
     "MASK_RULES",
     "Bundle",
     "ExpertSpec",
-    "LoadedBundle",
-    "load_bundle",
     "read_bundle",
     "write_bundle",
 ]
 
 ANY = "any"
-ANATOMIES = ("brain", "knee")
 MASK_RULES = ("organiser", "other")
 ANATOMY_SOURCES = ("classifier", "filename")
 
@@ -101,27 +98,7 @@ class Bundle:
 
     def all_routes(self) -> list[tuple[str, int, str]]:
         """Every ``(anatomy, acc, mask_rule)`` a volume can take."""
-        return list(itertools.product(ANATOMIES, SUPPORTED_ACCELERATIONS, MASK_RULES))
-
-
-@dataclass
-class LoadedBundle:
-    """A bundle with its models loaded (eval mode): expert name -> ``(model, info)`` of ``load_model``."""
-
-    bundle: Bundle
-    experts: dict[str, tuple[torch.nn.Module, dict[str, Any]]]
-    classifier: torch.nn.Module | None = None
-    fallback: tuple[torch.nn.Module, dict[str, Any]] | None = None
-    names: dict[Path, str] = field(default_factory=dict)
-
-    def model_for(self, expert: ExpertSpec | None) -> tuple[str, torch.nn.Module, dict[str, Any]]:
-        """``(name, model, info)`` serving a route (``expert`` None: the fallback)."""
-        if expert is not None:
-            model, info = self.experts[expert.name]
-            return expert.name, model, info
-        if self.fallback is None:  # excluded by read_bundle
-            raise KspacelabError(f"{self.bundle.path}: no expert and no fallback for a route")
-        return "fallback", *self.fallback
+        return list(itertools.product(ANATOMIES, ACCELERATIONS, MASK_RULES))
 
 
 def _field(entry: dict[str, Any], key: str, allowed: tuple[Any, ...], where: str) -> Any:
@@ -170,7 +147,7 @@ def read_bundle(path: str | Path) -> Bundle:
             ExpertSpec(
                 name=name,
                 anatomy=_field(entry, "anatomy", ANATOMIES, where),
-                acc=_field(entry, "acc", SUPPORTED_ACCELERATIONS, where),
+                acc=_field(entry, "acc", ACCELERATIONS, where),
                 mask_rule=_field(entry, "mask_rule", MASK_RULES, where),
                 checkpoint=checkpoint(entry.get("checkpoint"), where),
             )
@@ -201,19 +178,6 @@ def read_bundle(path: str | Path) -> Bundle:
             if len(tied) > 1:
                 raise KspacelabError(f"{path}: experts {tied} both serve route {'/'.join(map(str, route))}")
     return bundle
-
-
-def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedBundle:
-    """:func:`read_bundle`, then every checkpoint loaded safely (:func:`kspacelab.training.load_model`)."""
-    from kspacelab.training import load_model
-
-    bundle = read_bundle(path)
-    experts = {e.name: load_model(e.checkpoint, map_location=map_location) for e in bundle.experts}
-    classifier = None
-    if bundle.classifier is not None and bundle.needs_anatomy and bundle.anatomy_source == "classifier":
-        classifier, _ = load_model(bundle.classifier, map_location=map_location)
-    fallback = load_model(bundle.fallback, map_location=map_location) if bundle.fallback is not None else None
-    return LoadedBundle(bundle, experts, classifier, fallback)
 
 
 def write_bundle(
