@@ -21,3 +21,22 @@ TINY: SimulationPreset = with_overrides(
     val_volumes=1,
     leaderboard_volumes=1,
 )
+
+
+def tiny_overrides(model_name: str) -> list[str]:
+    """Override words that shrink a recipe's model to the registry's ``tiny`` configuration (the recipe's other
+    model arguments, e.g. ``num_adj_slices``, stay), with the data settings a tiny run needs."""
+    import yaml
+
+    from kspacelab.models import MODEL_REGISTRY
+
+    entry = MODEL_REGISTRY[model_name]
+    words: list[str] = []
+    for key, value in entry.tiny.items():
+        words += [f"--model.model_kwargs.{key}", yaml.safe_dump(value, default_flow_style=True).strip()]
+        words[-1] = words[-1].removesuffix("\n...").strip()
+    if entry.task == "anatomy_classifier":
+        words += ["--data.image_size", str(entry.tiny["image_size"])]
+    else:
+        words += ["--data.num_workers", "0"]
+    return words

@@ -30,23 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 EJ_CONFIG = REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_ej.yaml"
 SMARTIFY_CONFIG = REPO / "src" / "kspacelab" / "configs" / "snu2025_promptmr_smartify.yaml"
 
-TINY_KWARGS: dict[str, Any] = {
-    "num_cascades": 2,
-    "num_adj_slices": 1,
-    "n_feat0": 4,
-    "feature_dim": [6, 8, 10],
-    "prompt_dim": [2, 4, 6],
-    "sens_n_feat0": 4,
-    "sens_feature_dim": [4, 6, 8],
-    "sens_prompt_dim": [2, 2, 2],
-    "len_prompt": [2, 2, 2],
-    "prompt_size": [8, 4, 2],
-    "n_enc_cab": [1, 1, 1],
-    "n_dec_cab": [1, 1, 1],
-    "n_skip_cab": [1, 0, 1],
-    "n_bottleneck_cab": 1,
-    "n_history": 0,
-}
+TINY_KWARGS: dict[str, Any] = {**MODEL_REGISTRY["promptmr"].tiny, "num_adj_slices": 1}
 COILS, HEIGHT, WIDTH = 3, 20, 18
 
 

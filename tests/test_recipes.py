@@ -8,20 +8,11 @@ import pytest
 import torch
 import yaml
 
+from helpers import tiny_overrides
 from kspacelab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "src" / "kspacelab" / "configs"
-TINY_MODELS: dict[str, dict[str, object]] = {
-    "varnet": {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2},
-    "anatomy_classifier": {"chans": 4, "num_blocks": 2, "image_size": 32},
-    "promptmr": {
-        "num_cascades": 2, "n_feat0": 4, "feature_dim": [6, 8, 10], "prompt_dim": [2, 4, 6], "sens_n_feat0": 4,
-        "sens_feature_dim": [4, 6, 8], "sens_prompt_dim": [2, 2, 2], "len_prompt": [2, 2, 2],
-        "prompt_size": [8, 4, 2], "n_enc_cab": [1, 1, 1], "n_dec_cab": [1, 1, 1], "n_skip_cab": [1, 0, 1],
-        "n_bottleneck_cab": 1, "n_history": 0,
-    },
-}  # fmt: skip
 
 
 def _training_configs() -> list[str]:
@@ -34,17 +25,7 @@ def _training_configs() -> list[str]:
 
 
 def _tiny_overrides(config: Path) -> list[str]:
-    raw = yaml.safe_load(config.read_text())
-    name = raw["model"]["model_name"]
-    kwargs = dict(TINY_MODELS[name])
-    if name == "promptmr":
-        kwargs["num_adj_slices"] = int(raw.get("data", {}).get("num_adj_slices", 1))
-    args = ["--model.model_kwargs", yaml.safe_dump(kwargs, default_flow_style=True).strip()]
-    if name == "anatomy_classifier":
-        args += ["--data.image_size", "32"]
-    else:
-        args += ["--data.num_workers", "0"]
-    return args
+    return tiny_overrides(yaml.safe_load(config.read_text())["model"]["model_name"])
 
 
 COMMON = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",

@@ -308,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rec.add_argument(
-        "--crop", type=_positive_int, default=None, help="output size (default: label size or 384)"
+        "--crop",
+        type=_positive_int,
+        default=None,
+        help=f"output size (default: label size or {challenge.TARGET_SIZE})",
     )
     rec.add_argument(
         "--workers",

@@ -59,9 +59,9 @@ def _nyu_anatomy(name: str, acquisition: str | None) -> str:
         pass
     acq = (acquisition or "").upper()
     if "FBK" in acq or acq.startswith("COR"):
-        return "knee"
+        return challenge.KNEE
     if acq.startswith("AX"):
-        return "brain"
+        return challenge.BRAIN
     return ""
 
 

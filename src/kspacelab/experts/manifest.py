@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from kspacelab.challenge import ACCELERATIONS, ANATOMIES
+from kspacelab.challenge import ACCELERATIONS, ANATOMIES, acc_folder
 from kspacelab.errors import KspacelabError
 
 __all__ = [
@@ -93,7 +93,7 @@ class Bundle:
         best = max(e.specificity for e in matches)
         chosen = [e for e in matches if e.specificity == best]
         if len(chosen) > 1:  # excluded by read_bundle; kept as a guard
-            raise KspacelabError(f"{self.path}: route {anatomy}/acc{acc}/{mask_rule} is ambiguous")
+            raise KspacelabError(f"{self.path}: route {anatomy}/{acc_folder(acc)}/{mask_rule} is ambiguous")
         return chosen[0]
 
     def all_routes(self) -> list[tuple[str, int, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kspacelab import formats
+from kspacelab import challenge, formats
 from kspacelab.errors import KspacelabError
 from kspacelab.experts.routing import RoutingDecision, load_bundle, route_volumes
 from kspacelab.inference import ReconOptions, ReconstructionSummary, reconstruct_with_model, validated_volumes
@@ -65,7 +65,7 @@ def reconstruct_with_bundle(
         projected = elapsed / max(done, 1) * total_slices
         if options.progress:
             bar.write(
-                f"{decision.file}: {decision.anatomy} acc{decision.acc} {decision.mask_rule} -> {decision.expert}"
+                f"{decision.file}: {decision.anatomy} {challenge.acc_folder(decision.acc)} {decision.mask_rule} -> {decision.expert}"
             )
         if time_budget is not None and projected > time_budget:
             message = (

@@ -18,6 +18,7 @@ import lightning.pytorch as L
 import torch
 import torch.distributed as dist
 
+from kspacelab import challenge
 from kspacelab.errors import KspacelabError
 from kspacelab.metrics import (
     FOREGROUND_THRESHOLDS,
@@ -305,7 +306,7 @@ class ReconModule(L.LightningModule):
             return
         means = {acc: math.fsum(values) / len(values) for acc, values in per_acc.items()}
         for acc, value in sorted(means.items()):
-            self.log(f"val/ssim_acc{acc}", value, sync_dist=True)
+            self.log(f"val/ssim_{challenge.acc_folder(acc)}", value, sync_dist=True)
         self.log(MONITOR, math.fsum(means.values()) / len(means), prog_bar=True, sync_dist=True)
         self._val_records = []
 

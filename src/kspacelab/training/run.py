@@ -120,18 +120,22 @@ class _TrainCLI(LightningCLI):
         except ArgumentError as err:
             message = " ".join(str(err).split())
             raise KspacelabError(f"train: invalid configuration: {message}") from None
+        self._check_model_arguments()
         if self.print_config:
             print(parser.dump(self.config, skip_none=False), end="")
             raise _PrintedConfigError
 
-    def before_instantiate_classes(self) -> None:
-        """Check the model's arguments, then the data root, before anything is built."""
+    def _check_model_arguments(self) -> None:
+        """The model's arguments against its typed config (one line naming a misspelt key)."""
         name = str(self.config.get("model.model_name"))
         try:
             entry = model_entry(name)
             check_config(name, entry.config, dict(self.config.get("model.model_kwargs") or {}))
         except ValueError as err:
             raise KspacelabError(f"model.model_kwargs: {err}") from None
+
+    def before_instantiate_classes(self) -> None:
+        """Check the data root before anything is built."""
         root = self.config.get("data.root")
         if root is not None and not Path(str(root)).is_dir():
             raise KspacelabError(f"{root}: data root (data.root) is not a directory")
