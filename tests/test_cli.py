@@ -57,15 +57,33 @@ TINY_TRAINING = [
     "--trainer.max_steps",
     "2",
 ]
+TINY_REFINER = [
+    "--model.model_kwargs.n_feats",
+    "8",
+    "--model.model_kwargs.n_resblocks",
+    "1",
+    "--trainer.max_steps",
+    "2",
+]
 
 
 def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
+    tiny = {"train_overrides": TINY_TRAINING, "refiner_overrides": TINY_REFINER}
+    result = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, **tiny)
     out = capsys.readouterr().out
-    methods = ("zero-filled", "grappa", "sense", "cs", "varnet untrained (GRAPPA start)", "varnet")
+    methods = (
+        "zero-filled",
+        "grappa",
+        "sense",
+        "cs",
+        "varnet untrained (GRAPPA start)",
+        "varnet",
+        "varnet + refiner",
+    )
     for method in methods:
         assert f"| {method} |" in out
-    assert "acc4: varnet" in out and "acc8: varnet" in out  # the verdict lines
+    assert "acc4: varnet " in out and "acc8: varnet " in out  # the verdict lines
+    assert "acc4: varnet + refiner" in out and "acc8: varnet + refiner" in out
     payload = json.loads((tmp_path / "demo" / "results.json").read_text())
     for method in methods:
         scores = payload["methods"][method]
@@ -78,15 +96,25 @@ def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFi
         # each expert saw only its own acceleration
         data = yaml.safe_load((run / "config.yaml").read_text())["data"]
         assert data["only_accelerations"] == [acc]
+        # its refiner starts from it, frozen, with the expert's own configuration
+        refiner = yaml.safe_load(
+            (tmp_path / "demo" / "runs" / f"refined_acc{acc}" / "config.yaml").read_text()
+        )
+        kwargs = refiner["model"]["model_kwargs"]
+        assert kwargs["init_from"] == str(run / "checkpoints" / "best.ckpt") and kwargs["freeze_first_stage"]
+        assert kwargs["first_stage_kwargs"]["num_cascades"] == 1 and refiner["data"][
+            "only_accelerations"
+        ] == [acc]
     for figure in ("comparison.png", "dataset.png"):
         path = tmp_path / "demo" / "figures" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "figures/comparison.png" in report and "| varnet |" in report
     # a second run reuses the simulated data and the trained models and gives the same scores
-    again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, train_overrides=TINY_TRAINING)
+    again = run_demo(tmp_path / "demo", seed=3, progress=False, preset=TINY, **tiny)
     printed = capsys.readouterr().out
     assert "reusing the simulated dataset" in printed and "reusing the acc8 VarNet" in printed
+    assert "reusing the acc8 refiner" in printed
     for method in methods:
         assert again.results[method].groups == result.results[method].groups
 

@@ -43,18 +43,23 @@ def test_training_config_trains_two_steps(config: str, tiny_root: Path, tmp_path
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in CONFIGS.glob("*_stages.yaml")))
 def test_staged_recipe_trains_one_step_per_stage(recipe: str, tiny_root: Path, tmp_path: Path) -> None:
+    """Each stage shrinks to the tiny configuration of its own model (stages may train different models)."""
+    from kspacelab.training.recipes import compose
     from kspacelab.training.stages import read_stages
 
     stages = read_stages(CONFIGS / recipe)
-    argv = ["train", "--stages", str(CONFIGS / recipe), "--run-dir", str(tmp_path / "run"), "--quiet"]
-    argv += [
-        "--data.root",
-        str(tiny_root),
-        *_tiny_overrides(stages[0].configs[0]),
-        "--trainer.max_steps",
-        "1",
-        *COMMON,
-    ]
+    tiny = tmp_path / recipe
+    entries = []
+    for stage in stages:
+        model = compose(stage.configs)["model"]["model_name"]
+        entry = {"name": stage.name, "config": [str(c) for c in stage.configs]}
+        entry["args"] = [*stage.args, *tiny_overrides(model)]
+        if stage.previous_as is not None:
+            entry["previous_as"] = stage.previous_as
+        entries.append(entry)
+    tiny.write_text(yaml.safe_dump({"stages": entries}))
+    argv = ["train", "--stages", str(tiny), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    argv += ["--data.root", str(tiny_root), "--trainer.max_steps", "1", *COMMON]
     assert main(argv) == 0
     for stage in stages:
         assert (tmp_path / "run" / stage.name / "checkpoints" / "best.ckpt").is_file()

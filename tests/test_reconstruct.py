@@ -206,7 +206,7 @@ def test_grappa_without_calibration_block_names_the_file(
 @pytest.mark.parametrize("real_view", [False, True])
 def test_flip_width_kspace_is_the_image_flip(width: int, real_view: bool) -> None:
     """k-space flip for TTA == fft2c(flip_W(ifft2c(k))), and the mask moves with the sampled lines."""
-    from kspacelab.inference import flip_width_kspace
+    from kspacelab.physics import flip_width_kspace
 
     g = torch.Generator().manual_seed(width)
     image = torch.complex(

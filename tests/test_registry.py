@@ -100,6 +100,15 @@ def test_registered_model_end_to_end(
         assert written.shape == label.shape and written.dtype == np.float32
         assert np.isfinite(written).all() and written.max() > 0
 
+    # reconstruct --tta writes the model's own self-ensemble
+    assert main([*args[:-4], "--out", str(tmp_path / "tta"), *args[-2:], "--tta", "--quiet"]) == 0
+    board = formats.discover_folder(leaderboard / "acc4", split="leaderboard", acceleration=4)[0]
+    item = SliceDataset([board], SliceTransform(loaded.input_spec))[0]
+    with torch.no_grad():
+        ensemble = loaded.model.reconstruct_ensemble(torch.utils.data.default_collate([item]))[0].numpy()
+    written = formats.read_reconstruction(tmp_path / "tta" / "acc4" / board.name)[0]
+    np.testing.assert_allclose(written, ensemble, rtol=1e-5, atol=1e-6 * float(np.abs(ensemble).max()))
+
 
 def test_every_recipe_of_the_registry_is_bundled() -> None:
     for entry in MODEL_REGISTRY.values():

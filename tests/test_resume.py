@@ -21,20 +21,28 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 12  # the tiny train split has 8 slices: the run crosses one epoch boundary (and a validation)
 
 
-def _command(root: Path, run_dir: Path) -> list[str]:
+def _train_args(root: Path, run_dir: Path, steps: int = STEPS, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "kspacelab.cli", "train",
+        "train",
         "--config", str(REPO / "src" / "kspacelab" / "configs" / "demo.yaml"),
         "--data.root", str(root),
         "--model.model_kwargs", "{num_cascades: 1, chans: 4, sens_chans: 2, pools: 2, sens_pools: 2}",
         "--data.use_file_mask", "false", "--data.mask_type", "random", "--data.accelerations", "[4, 8]",
         "--data.center_fractions", "[0.08, 0.04]",
         "--data.augment", "{schedule: {strength: 0.5, kind: constant}}",
-        "--trainer.max_steps", str(STEPS), "--trainer.limit_val_batches", "2",
+        "--trainer.max_steps", str(steps), "--trainer.limit_val_batches", "2",
         "--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false",
-        "--save_every_n_steps", "1", "--seed", "7",
-        "--run-dir", str(run_dir),
+        "--seed", "7", "--run-dir", str(run_dir), *extra,
     ]  # fmt: skip
+
+
+def _command(root: Path, run_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kspacelab.cli",
+        *_train_args(root, run_dir, STEPS, "--save_every_n_steps", "1"),
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -79,6 +87,93 @@ def test_kill_and_rerun_gives_bitwise_identical_weights(tiny_root: Path, tmp_pat
     assert not different, f"weights differ after resuming from step {killed_at}: {different[:5]}"
     for key in ("optimizer_states", "lr_schedulers"):
         assert repr(a[key]) == repr(b[key])
+
+
+# A driver that SIGKILLs its own process right after last.ckpt of step KILL_AFTER_STEP is on disk: a kill
+# between a checkpoint write and the next step, exactly.
+_KILL_AFTER_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from kspacelab.training import resume
+target = int(os.environ["KILL_AFTER_STEP"])
+save = resume.AtomicCheckpointIO.save_checkpoint
+def killing_save(self, checkpoint, path, storage_options=None):
+    save(self, checkpoint, path, storage_options)
+    if Path(path).name == "last.ckpt" and checkpoint["global_step"] == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.AtomicCheckpointIO.save_checkpoint = killing_save
+from kspacelab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+#: (settings, max_steps, kill points): "external" kills the process (SIGKILL) as soon as last.ckpt of that step
+#: is seen, "after_write" from inside right after writing it. The tiny train split has 8 slices per epoch.
+#: Default settings write last.ckpt after every end-of-epoch validation (steps 8, 16) and at the end (20); with
+#: a validation every 3 batches also mid-epoch (3, 6, 11) and at the end of an epoch without validation (8).
+_DEFAULT_KILLS = {
+    "default": ((), 20, (("external", 8), ("external", 16), ("after_write", 8))),
+    "val_every_3": (
+        ("--trainer.val_check_interval", "3"),
+        12,
+        (("external", 3), ("external", 6), ("after_write", 8)),
+    ),
+}
+
+
+def _assert_same_run(reference: Path, run: Path, where: str) -> None:
+    """Bitwise the same final weights, optimiser, schedule and loop progress, and the same best checkpoint."""
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]), where
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, f"weights differ after {where}: {different[:5]}"
+    for key in ("optimizer_states", "lr_schedulers", "loops"):
+        assert repr(a[key]) == repr(b[key]), f"{key} differ after {where}"
+    best_a = torch.load(reference / "checkpoints" / "best.ckpt", weights_only=True)
+    best_b = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best_a["global_step"] == best_b["global_step"], where
+    assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])
+
+
+@pytest.mark.parametrize("setting", sorted(_DEFAULT_KILLS))
+def test_kill_with_default_checkpoints_gives_bitwise_identical_weights(
+    setting: str, tiny_root: Path, tmp_path: Path
+) -> None:
+    """Without --save_every_n_steps (last.ckpt written by the validations and at the end of an epoch), a run
+    killed with SIGKILL at three different points and rerun ends exactly as an uninterrupted one."""
+    extra, steps, kills = _DEFAULT_KILLS[setting]
+    cli = [sys.executable, "-m", "kspacelab.cli"]
+    reference = tmp_path / "reference"
+    done = subprocess.run(
+        [*cli, *_train_args(tiny_root, reference, steps, *extra)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for i, (how, step) in enumerate(kills):
+        run = tmp_path / f"killed{i}"
+        last = run / "checkpoints" / "last.ckpt"
+        args = _train_args(tiny_root, run, steps, *extra)
+        if how == "external":
+            proc = subprocess.Popen(
+                [*cli, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            deadline = time.monotonic() + 240
+            while _step(last) < step and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert step <= _step(last) < steps, f"{how} kill at {step}: last checkpoint at step {_step(last)}"
+        else:
+            env = {**_env(), "KILL_AFTER_STEP": str(step)}
+            killed = subprocess.run(
+                [sys.executable, "-c", _KILL_AFTER_WRITE, *args], env=env, capture_output=True, timeout=300
+            )
+            assert killed.returncode == -signal.SIGKILL and _step(last) == step
+        again = subprocess.run([*cli, *args], env=_env(), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "resuming from" in again.stdout
+        _assert_same_run(reference, run, f"a {how} kill after step {step} ({setting})")
 
 
 def test_rerun_of_a_different_model_into_the_same_folder_is_refused(tiny_root: Path, tmp_path: Path) -> None:
@@ -138,6 +233,7 @@ def _config_args(configs: tuple[Path, ...]) -> list[str]:
 )
 def test_staged_recipes_parse(recipe: str, capsys: pytest.CaptureFixture[str]) -> None:
     from kspacelab.data.augment import augment_from_config, mask_augment_from_config
+    from kspacelab.models import model_entry
     from kspacelab.training.stages import read_stages
 
     stages = read_stages(REPO / "src" / "kspacelab" / "configs" / recipe)
@@ -146,7 +242,7 @@ def test_staged_recipes_parse(recipe: str, capsys: pytest.CaptureFixture[str]) -
         resolved = _resolved([*_config_args(stage.configs), *stage.args], capsys)
         augment_from_config(resolved["data"]["augment"])  # valid (or None)
         mask_augment_from_config(resolved["data"]["mask_augment"])
-        assert resolved["model"]["model_name"] == "promptmr"
+        assert model_entry(resolved["model"]["model_name"]).task == "reconstruction"
 
 
 def test_ej_stages_reproduce_the_team_schedule(capsys: pytest.CaptureFixture[str]) -> None:

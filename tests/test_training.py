@@ -25,10 +25,9 @@ from kspacelab import formats
 from kspacelab.cli import main
 from kspacelab.data.dataset import SnuDataModule
 from kspacelab.errors import KspacelabError
-from kspacelab.inference import flip_width_kspace
 from kspacelab.masks import center_block
 from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_ssim_loss
-from kspacelab.physics import crop_readout
+from kspacelab.physics import crop_readout, flip_width_kspace
 from kspacelab.training import ReconModule, load_model, warmup_cosine_lr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -452,3 +451,95 @@ def test_reconstruct_with_checkpoint_refuses_bad_kspace(
     err = capsys.readouterr().err.strip()
     assert code == 2 and bad.name in err and len(err.splitlines()) == 1
     assert not (tmp_path / "rec").exists() or not any((tmp_path / "rec").rglob("*.h5"))
+
+
+# ------------------------------------------------------------------------- reliability (issue 13): training
+
+
+def test_last_checkpoint_is_the_newest_state_even_without_improvement(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """last.ckpt is rewritten after every validation, not only when the score improved (Lightning's save_last):
+    with a vanishing learning rate the score never improves, best.ckpt stays at the first validation and
+    last.ckpt still holds the final step."""
+    run_dir = tmp_path / "flat"
+    extra = ("--model.lr", "1e-30", "--model.scheduler", "none", "--trainer.val_check_interval", "2")
+    assert main(_train_args(tiny_root, run_dir, *extra, steps=5)) == 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_file_as_run_dir_is_one_line(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kspacelab.training.run import fit_or_reuse
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    for run_dir, expected in ((afile, "is a file, not a folder"), (afile / "sub", f"lies under {afile}")):
+        assert main(_train_args(tiny_root, run_dir)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{run_dir}: --run-dir {expected}" in err, err
+    with pytest.raises(KspacelabError, match="is a file, not a folder"):
+        fit_or_reuse([DEMO_CONFIG], ["--data.root", str(tiny_root)], afile, "test")
+    assert afile.read_text() == "keep me"  # nothing replaced
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_nan_in_the_training_kspace_names_file_and_slice(
+    workers: int, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    bad = sorted((root / "train" / "kspace").glob("*.h5"))[0]
+    with h5py.File(bad, "r+") as f:
+        width = f["kspace"].shape[-1]
+        f["kspace"][1, 0, 3, width // 2] = np.nan  # the centre column: sampled by every mask
+    extra = ("--data.num_workers", str(workers))
+    assert main(_train_args(root, tmp_path / "run", *extra, steps=8)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("kspacelab: error:")]
+    assert errors == [f"kspacelab: error: {bad}: slice 1: the training k-space holds NaN or Inf values"], err
+    assert "Traceback" not in err
+
+
+def test_config_errors_name_the_yaml_file_and_key(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown key, a wrong type, a section that is not a mapping and a YAML syntax error: one line naming
+    the recipe file (the one that introduced the key, of several) or the override, the key and what is allowed."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  lrr: 0.1\n")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("data:\n  batch_size: [1, 2]\n")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("trainer: 3\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  lr: [0.1\n")
+    kwargs = tmp_path / "kwargs.yaml"
+    kwargs.write_text("model:\n  model_kwargs:\n    chanz: 4\n")
+    cases = [
+        ([typo], [], f"{typo}: model.lrr: unknown key; allowed: area_weighted_loss,"),
+        ([wrong], [], f"{wrong}: data.batch_size: expected int, got [1, 2]"),
+        ([flat], [], f"{flat}: trainer: expected a mapping of options, got 3"),
+        ([broken], [], f"{broken}: YAML syntax error at line 3, column 1:"),
+        (
+            [kwargs],
+            [],
+            f"{kwargs}: model.model_kwargs.chanz: unknown key(s) chanz for model 'varnet'; allowed:",
+        ),
+        ([], ["--model.lrr", "1"], "override --model.lrr: unknown key; allowed:"),
+        ([], ["--trainer.max_steps", "many"], "override --trainer.max_steps: expected int, got 'many'"),
+    ]
+    for configs, overrides, expected in cases:
+        argv = ["train", "--config", str(DEMO_CONFIG), *[w for c in configs for w in ("--config", str(c))]]
+        argv += ["--data.root", str(tiny_root), *overrides, "--run-dir", str(tmp_path / "run")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"kspacelab: error: {expected}"), err
+    # the file that introduced the key, not another one of the recipes
+    argv = ["train", "--config", str(DEMO_CONFIG), "--config", str(typo), "--config", str(wrong)]
+    assert main([*argv, "--data.root", str(tiny_root), "--run-dir", str(tmp_path / "run")]) == 2
+    assert f"{typo}: model.lrr: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

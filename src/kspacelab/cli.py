@@ -111,7 +111,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.tta and args.method is not None:
         raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
     options = ReconOptions(
-        device=args.device, batch_size=args.batch_size, tta=args.tta, crop=args.crop, progress=not args.quiet
+        device=args.device,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        crop=args.crop,
+        progress=not args.quiet,
+        skip_bad=args.skip_bad,
     )
     if args.bundle is not None:
         from kspacelab.experts.reconstruct import reconstruct_with_bundle
@@ -139,12 +144,18 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s, "
         f"{summary.seconds / max(summary.slices, 1):.3f} s/slice)"
     )
+    for problem in summary.skipped:
+        print(f"warning: skipped {problem}")
+    if summary.skipped:
+        print(f"warning: {len(summary.skipped)} bad input file(s) skipped (--skip-bad)")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kspacelab.evaluation import evaluate_leaderboard, write_json
+    from kspacelab.evaluation import check_json_path, evaluate_leaderboard, write_json
 
+    if args.json:
+        check_json_path(args.json)  # before the evaluation: never replace an input or a foreign file
     result = evaluate_leaderboard(args.leaderboard, args.recon, progress=not args.quiet)
     print(result.table())
     for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
@@ -318,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="with --method: reconstruct slices in N worker processes (default: 1, in this process)",
+    )
+    rec.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out input files that fail validation (each named in a warning) instead of stopping",
     )
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=_cmd_reconstruct)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from kspacelab import formats, metrics
 from kspacelab.challenge import ACCELERATIONS, acc_folder
-from kspacelab.errors import DataFormatError
+from kspacelab.errors import DataFormatError, KspacelabError
 
 #: The leaderboard's acceleration folders: ``("acc4", "acc8")``.
 ACCELERATION_FOLDERS = tuple(acc_folder(acc) for acc in ACCELERATIONS)
@@ -178,10 +178,33 @@ def evaluate_leaderboard(
     return result
 
 
-def write_json(result: LeaderboardResult, path: str | Path) -> None:
-    """Write the result as JSON (written to a temporary name, then renamed)."""
+def check_json_path(path: str | Path) -> None:
+    """Refuse a scores file that would replace something else: ``path`` is a folder, lies under a file, or exists
+    and is not a scores file written by :func:`write_json` (an input ``.h5``, any other file). One-line
+    KspacelabError; called before evaluating, so a long evaluation never ends in a refusal."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result.to_json_dict(), indent=2, allow_nan=False))
-    tmp.replace(path)
+    try:
+        for folder in reversed(path.parents):
+            if folder.exists() and not folder.is_dir():
+                raise KspacelabError(f"{path}: cannot write the scores, {folder} is a file, not a folder")
+        if path.is_dir():
+            raise KspacelabError(f"{path}: is a folder, expected a JSON file name for the scores")
+        if path.exists() or path.is_symlink():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                old = None
+            if not (isinstance(old, dict) and "total" in old and "per_volume" in old):
+                raise KspacelabError(
+                    f"{path}: exists and is not a kspacelab scores file; refusing to replace it"
+                )
+    except OSError as err:
+        raise formats.write_error(path, err) from err
+
+
+def write_json(result: LeaderboardResult, path: str | Path) -> None:
+    """Write the result as JSON, atomically (:func:`kspacelab.formats.atomic_text`: a temporary name, renamed;
+    the temporary is removed on any failure). Refuses what :func:`check_json_path` refuses; an OS error (read-only
+    folder, disk full) is a one-line KspacelabError."""
+    check_json_path(path)
+    formats.atomic_text(path, json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n")

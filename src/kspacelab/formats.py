@@ -9,13 +9,18 @@ NYU fastMRI layout: one file per volume with ``kspace``, an optional target
 Reconstructions: dataset ``reconstruction`` float32 ``(S, h, w)``.
 
 Readers open the file for the duration of one call and never keep a handle, so they are safe in forked
-DataLoader workers. Writers go through :func:`atomic_h5`, so a failed write never leaves a partial file.
+DataLoader workers. Writers go through :func:`atomic_h5` (:func:`atomic_text` for text), so a failed write never
+leaves a partial file or a temporary, and an OS error while writing is a one-line KspacelabError; a run claims its
+outputs in an :class:`OutputSet` (:func:`all_or_nothing`) so that a failed run removes the new files it wrote.
+Broken and looping symbolic links are reported as such, never skipped.
 Every problem with a user's file raises :class:`~kspacelab.errors.DataFormatError` with one line
 ``"<path>: <problem>"`` naming the dataset or attribute at fault.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import operator
 import os
 import re
@@ -31,18 +36,22 @@ import h5py
 import numpy as np
 
 from kspacelab import challenge
-from kspacelab.errors import DataFormatError
+from kspacelab.errors import DataFormatError, KspacelabError
 
 __all__ = [
     "ISMRMRD_NAMESPACE",
     "NyuInfo",
+    "OutputSet",
     "Volume",
+    "all_or_nothing",
     "anatomy_from_name",
     "atomic_h5",
+    "atomic_text",
     "discover_folder",
     "discover_nyu",
     "discover_snu",
     "discover_split",
+    "is_reconstruction_file",
     "kspace_shape",
     "natural_key",
     "read_image_attrs",
@@ -56,6 +65,7 @@ __all__ = [
     "validate_image_file",
     "validate_kspace_file",
     "validate_pair",
+    "write_error",
     "write_image_file",
     "write_kspace_file",
     "write_reconstruction",
@@ -86,9 +96,36 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((1, int(p)) if p.isdigit() else (0, p.lower()) for p in parts if p)
 
 
+def _link_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be followed: a symbolic link loop or a broken symbolic link; None otherwise."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link loop (too many levels of symbolic links)"
+        if path.is_symlink():
+            return f"is a broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
+
+
+def _check_folder(path: Path, missing: str) -> None:
+    """Raise a one-line DataFormatError unless ``path`` is a folder (``missing``: the problem when it is absent)."""
+    if path.is_dir():
+        return
+    problem = _link_problem(path)
+    if problem is not None:
+        raise _error(path, problem)
+    raise _error(path, missing if not path.exists() else "is not a folder")
+
+
 def _h5_files(folder: Path) -> list[Path]:
-    """Visible ``*.h5`` regular files of ``folder`` in natural order of their names."""
-    files = [p for p in folder.glob("*.h5") if p.is_file() and not p.name.startswith(".")]
+    """Visible ``*.h5`` entries of ``folder`` in natural order of their names: regular files and also broken or
+    looping symbolic links (so that reading them reports the problem instead of skipping them silently)."""
+    files = [
+        p
+        for p in folder.glob("*.h5")
+        if not p.name.startswith(".") and (p.is_file() or _link_problem(p) is not None)
+    ]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -96,6 +133,9 @@ def _h5_files(folder: Path) -> list[Path]:
 def _open_read(path: StrPath) -> Iterator[h5py.File]:
     """Open an HDF5 file read-only, turning every I/O problem into a one-line DataFormatError."""
     p = Path(path)
+    problem = _link_problem(p)
+    if problem is not None:
+        raise _error(p, problem)
     if not p.exists():
         raise _error(p, "file not found")
     if p.is_dir():
@@ -222,6 +262,28 @@ def _anatomy(name: str, path: StrPath) -> challenge.Anatomy:
 # --------------------------------------------------------------------------------------------- writing
 
 
+def write_error(path: StrPath, err: OSError) -> KspacelabError:
+    """A one-line error for an OS error while writing ``path`` (read-only folder, disk full, a file where a
+    folder should be, ...): ``"<path>: cannot write (<reason>)"``."""
+    reason = err.strerror
+    if not reason:  # h5py puts errno and message inside its own text
+        found = re.search(r"error message = '([^']*)'", str(err))
+        reason = found.group(1) if found else str(err).split("(")[0].strip() or type(err).__name__
+    return KspacelabError(f"{os.fspath(path)}: cannot write ({' '.join(reason.split())})")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary(target: Path) -> Path:
+    return target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
+
+
 @contextmanager
 def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
     """Write an HDF5 file atomically.
@@ -229,32 +291,122 @@ def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
     Yields an ``h5py.File`` open for writing on a hidden temporary ``.NAME.tmp-<random>`` in the target
     directory (created if needed). On success the file is flushed, closed, synced and renamed onto
     ``path`` with ``os.replace``; on any exception the temporary is deleted and the exception re-raised,
-    so ``path`` is either untouched or the complete new file.
+    so ``path`` is either untouched or the complete new file. An OS error (read-only folder, disk full, a
+    file in place of a folder) becomes a one-line :class:`KspacelabError` naming ``path``.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
-        try:
-            f = h5py.File(tmp, "x")  # exclusive create: never clobbers a concurrent writer's temporary
-            break
-        except FileExistsError:
-            continue
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = _temporary(target)
+            try:
+                f = h5py.File(tmp, "x")  # exclusive create: never clobbers a concurrent writer's temporary
+                break
+            except FileExistsError:
+                continue
         try:
             yield f
             f.flush()
         finally:
             f.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(target, err) from err
         raise
+
+
+def atomic_text(path: StrPath, text: str) -> None:
+    """Write a text file atomically (hidden temporary in the same folder, synced, renamed onto ``path``); the
+    temporary is removed on any failure, and an OS error becomes a one-line :class:`KspacelabError`."""
+    target = Path(path)
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(target)
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(target, err) from err
+        raise
+
+
+def _present(path: Path) -> bool:
+    """Whether anything (a file, a folder, a link, even a broken one) is at ``path``; True when it cannot be told."""
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:
+        return True
+
+
+class OutputSet:
+    """The files one run writes, so that a failed run leaves none of its new files behind.
+
+    :meth:`claim` each output path before writing it; :func:`all_or_nothing` calls :meth:`rollback` when the run
+    fails, which deletes the files that did not exist before the run and the folders it created (when empty).
+    Files that existed before (earlier outputs replaced by this run) stay as written.
+    """
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+        self.folders: list[Path] = []
+
+    def claim(self, path: StrPath) -> Path:
+        """Record ``path`` (and its missing parent folders) as new outputs of this run; returns ``path``."""
+        p = Path(path)
+        missing = []
+        for parent in p.parents:
+            if _present(parent):
+                break
+            missing.append(parent)
+        self.folders.extend(reversed(missing))
+        if not _present(p) and p not in self.created:
+            self.created.append(p)
+        return p
+
+    def rollback(self) -> None:
+        """Delete the new files, then the new folders that are empty."""
+        for p in reversed(self.created):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        for folder in sorted(set(self.folders), key=lambda f: len(f.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        self.created.clear()
+        self.folders.clear()
+
+
+@contextmanager
+def all_or_nothing(outputs: OutputSet | None = None) -> Iterator[OutputSet]:
+    """Yield an :class:`OutputSet` (``outputs`` or a new one) and roll it back when the body raises (Ctrl-C
+    included): a run writes all of its outputs or none of the new ones."""
+    run = outputs if outputs is not None else OutputSet()
+    try:
+        yield run
+    except BaseException:
+        run.rollback()
+        raise
+
+
+def is_reconstruction_file(path: StrPath) -> bool:
+    """True when ``path`` is a readable HDF5 file with a ``reconstruction`` dataset (a kspacelab output that
+    a new run may replace)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("reconstruction"), h5py.Dataset)
+    except (OSError, ValueError):
+        return False
 
 
 def write_kspace_file(path: StrPath, kspace: np.ndarray, mask: np.ndarray) -> None:
@@ -419,8 +571,9 @@ def validate_kspace_file(path: StrPath, allow_single_coil: bool = False) -> None
     """Check an SNU k-space file; raise a one-line DataFormatError naming the key at fault.
 
     Checks: readable HDF5; ``kspace`` present, complex, rank 4 ``(S, C, H, W)`` (rank 3 only with
-    ``allow_single_coil``), at least one slice, finite (checked in groups of slices); ``mask`` present,
-    numeric or bool, squeezable to ``(W,)``, values 0/1.
+    ``allow_single_coil``), at least one slice, at least one coil, non-empty ``H`` and ``W``, finite (checked
+    in groups of slices); ``mask`` present, numeric or bool, squeezable to ``(W,)``, values 0/1, at least one
+    sampled line.
     """
     with _open_read(path) as f:
         ds = _kspace_dataset(f, path)
@@ -428,7 +581,13 @@ def validate_kspace_file(path: StrPath, allow_single_coil: bool = False) -> None
             raise _error(path, f"'kspace' has rank 3 (shape {ds.shape}), expected multi-coil (S, C, H, W)")
         if ds.shape[0] == 0:
             raise _error(path, "'kspace' has no slices")
-        _mask_vector(_dataset(f, "mask", path)[()], path, ds.shape[-1])
+        if ds.ndim == 4 and ds.shape[1] == 0:
+            raise _error(path, f"'kspace' has no coils (shape {ds.shape}, expected (S, C, H, W) with C >= 1)")
+        if 0 in ds.shape[-2:]:
+            raise _error(path, f"'kspace' has an empty image axis (shape {ds.shape})")
+        mask = _mask_vector(_dataset(f, "mask", path)[()], path, ds.shape[-1])
+        if not mask.any():
+            raise _error(path, "'mask' samples no k-space line (all zeros)")
         _check_finite(ds, "kspace", path)
 
 
@@ -520,9 +679,12 @@ def discover_folder(
     (the leaderboard ``accN/`` folder) must agree with an ``accN`` in a file name.
     """
     root = Path(folder)
-    if not root.is_dir():
-        raise _error(root, "folder not found" if not root.exists() else "is not a folder")
+    _check_folder(root, "folder not found")
     kdir, idir = root / "kspace", root / "image"
+    for sub in (kdir, idir):
+        problem = _link_problem(sub)
+        if problem is not None:
+            raise _error(sub, problem)
     if not kdir.is_dir():
         raise _error(root, "has no kspace/ subfolder")
     kfiles = _h5_files(kdir)
@@ -564,8 +726,7 @@ def discover_split(root: StrPath, split: str, require_images: bool = False) -> l
     """The volumes of the split folder ``root/split`` (``train``, ``val``, ...), as :func:`discover_folder`;
     a missing split folder is a DataFormatError naming it."""
     folder = Path(root) / split
-    if not folder.is_dir():
-        raise DataFormatError(folder, f"split folder '{split}' not found under the dataset root")
+    _check_folder(folder, f"split folder '{split}' not found under the dataset root")
     return discover_folder(folder, split=split, require_images=require_images)
 
 
@@ -574,6 +735,8 @@ def _acc_folders(folder: Path) -> list[tuple[str, int]]:
     out = []
     for p in folder.iterdir():
         acc = challenge.acceleration_of_folder(p.name)
+        if acc is not None and _link_problem(p) is not None:
+            raise _error(p, str(_link_problem(p)))
         if acc is not None and p.is_dir():
             out.append((p.name, acc))
     return sorted(out, key=lambda t: t[1])
@@ -587,8 +750,11 @@ def discover_snu(root: StrPath) -> dict[str, list[Volume]]:
     ``acc8/``: keys ``"acc4"``, ``"acc8"``; (c) a single folder with ``kspace/``: key ``""``.
     """
     base = Path(root)
-    if not base.is_dir():
-        raise _error(base, "folder not found" if not base.exists() else "is not a folder")
+    _check_folder(base, "folder not found")
+    for name in (*SNU_SPLITS, "leaderboard", "kspace"):
+        problem = _link_problem(base / name)
+        if problem is not None:
+            raise _error(base / name, problem)
     found: dict[str, list[Volume]] = {}
     split_dirs = [s for s in (*SNU_SPLITS, "leaderboard") if (base / s).is_dir()]
     if split_dirs:
@@ -660,8 +826,7 @@ class NyuInfo:
 def discover_nyu(folder: StrPath) -> list[Path]:
     """The ``*.h5`` files of an NYU fastMRI folder in natural order; DataFormatError if there are none."""
     base = Path(folder)
-    if not base.is_dir():
-        raise _error(base, "folder not found" if not base.exists() else "is not a folder")
+    _check_folder(base, "folder not found")
     files = _h5_files(base)
     if not files:
         raise _error(base, "no .h5 files in this folder")

@@ -7,65 +7,53 @@ Input: a leaderboard root (``acc4/kspace``, ``acc8/kspace``), a dataset root, or
 under ``OUT/<group>/`` (``OUT/acc4``, ``OUT/acc8``; flat for a single folder). The output size ``(h, w)`` is the
 partner ``image_label`` size when an ``image/`` partner exists, else ``--crop`` (default 384, the SNU size).
 
-Every input file is validated before anything is written; each output is written atomically. The
-``reconstruct_*`` functions share one :class:`ReconOptions` (device, batch size, flip self-ensemble, output
-size, progress bar).
+Guarantees of every ``reconstruct_*`` function: every input file (k-space and image partner) is validated
+completely before anything is written; the output folder is checked first (:func:`check_output_folder`: never an
+input folder, never a foreign file replaced); each output is written atomically, and a run that fails (or is
+interrupted) removes the new files it wrote, so it writes all of its outputs or none of the new ones; worker
+processes end with their parent. The ``reconstruct_*`` functions share one :class:`ReconOptions` (device, batch
+size, flip self-ensemble, output size, progress bar, skipping bad files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from kspacelab import challenge, formats, physics
-from kspacelab.classical.cs import cs_image
-from kspacelab.classical.grappa import detect_acs, grappa_image
-from kspacelab.classical.sense import sense_image
-from kspacelab.classical.zero_filled import zero_filled_image
-from kspacelab.data.dataset import SliceDataset
+from kspacelab.classical import METHODS, METHODS_NEEDING_ACS, ClassicalMethod
+from kspacelab.classical.grappa import detect_acs
 from kspacelab.data.transforms import SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import ReconSample
-from kspacelab.training.checkpoint import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from kspacelab.training.checkpoint import LoadedModel
+
+# The Lightning-based modules (data.dataset, training.checkpoint: ~5 s to import) are imported where they are
+# used, so that a worker process of reconstruct_dataset (spawned: it imports this module) starts in ~2 s.
 
 DEFAULT_CROP = challenge.TARGET_SIZE
 
-ClassicalMethod = Callable[[np.ndarray, np.ndarray, tuple[int, int]], np.ndarray]
-
-
-def _zero_filled(kspace: np.ndarray, mask: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    return np.asarray(zero_filled_image(kspace, mask, crop=crop), dtype=np.float32)
-
-
-def _grappa(kspace: np.ndarray, mask: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    return np.asarray(grappa_image(kspace, mask, crop=crop), dtype=np.float32)
-
-
-def _sense(kspace: np.ndarray, mask: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    return np.asarray(sense_image(kspace, mask, crop=crop), dtype=np.float32)
-
-
-def _cs(kspace: np.ndarray, mask: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    return np.asarray(cs_image(kspace, mask, crop=crop), dtype=np.float32)
-
-
-CLASSICAL_METHODS: dict[str, ClassicalMethod] = {
-    "zero-filled": _zero_filled,
-    "grappa": _grappa,
-    "sense": _sense,
-    "cs": _cs,
-}
+#: Classical method name -> ``f(masked_kspace, mask, (h, w)) -> float32 image`` (:mod:`kspacelab.classical`).
+CLASSICAL_METHODS: dict[str, ClassicalMethod] = METHODS
 #: methods that calibrate on the fully sampled centre block (checked for every file before anything is written)
-CLASSICAL_METHODS_NEEDING_ACS = frozenset({"grappa", "sense", "cs"})
+CLASSICAL_METHODS_NEEDING_ACS = METHODS_NEEDING_ACS
 
 
 @dataclass(frozen=True)
@@ -78,6 +66,7 @@ class ReconOptions:
         tta: self-ensemble over a horizontal flip (learned models: two forward passes per slice).
         crop: output side length; default the partner ``image_label`` size, else 384.
         progress: progress bar over slices.
+        skip_bad: leave out input files that fail validation (listed in the summary) instead of stopping.
     """
 
     device: str = "cpu"
@@ -85,6 +74,7 @@ class ReconOptions:
     tta: bool = False
     crop: int | None = None
     progress: bool = True
+    skip_bad: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -103,12 +93,13 @@ class ReconOptions:
 
 @dataclass(frozen=True)
 class ReconstructionSummary:
-    """What :func:`reconstruct_dataset` did."""
+    """What :func:`reconstruct_dataset` did; ``skipped``: one line per input file left out (``skip_bad``)."""
 
     out_dir: Path
     volumes: int
     slices: int
     seconds: float
+    skipped: tuple[str, ...] = ()
 
     @property
     def slices_per_second(self) -> float:
@@ -120,7 +111,7 @@ def output_size(volume: formats.Volume, crop: int | None) -> tuple[int, int]:
     if crop is not None:
         return (crop, crop)
     if volume.image_path is not None and volume.image_path.is_file():
-        shape = formats.read_image_volume(volume.image_path, "image_label").shape
+        shape = formats.read_image_slice(volume.image_path, 0, "image_label").shape
         return (int(shape[-2]), int(shape[-1]))
     return (DEFAULT_CROP, DEFAULT_CROP)
 
@@ -131,8 +122,50 @@ def _classical_slice(method: str, path: str, index: int, size: tuple[int, int]) 
     return CLASSICAL_METHODS[method](kspace * mask[None, None, :], mask, size)
 
 
-def _set_worker_threads(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    """Set up a worker process: its torch threads; Ctrl-C is left to the parent (which ends the workers); and a
+    watcher thread that ends the worker as soon as its parent is gone (killed, even with SIGKILL)."""
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _exit_with_parent(parent: int, interval: float = 0.2) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while worker processes are started, so that they inherit the ignored signal from their first
+    instruction (a terminal's Ctrl-C reaches the whole process group; the parent alone handles it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def _close_pool(pool: ProcessPoolExecutor) -> Callable[..., bool]:
+    """Exit callback for an ExitStack: a normal end waits for the pool; an error or Ctrl-C cancels the pending
+    slices and ends the workers at once."""
+
+    def close(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is None:
+            pool.shutdown(wait=True)
+            return False
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    return close
 
 
 def reconstruct_dataset(
@@ -163,44 +196,46 @@ def reconstruct_dataset(
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
     if workers < 1 or (threads is not None and threads < 1):
         raise KspacelabError(f"--workers and threads must be >= 1, got {workers} and {threads}")
-    volumes = validated_volumes(data)  # all inputs checked before anything is written
-    if method in CLASSICAL_METHODS_NEEDING_ACS:
-        for _, vol in volumes:
-            try:
-                detect_acs(formats.read_mask(vol.kspace_path))
-            except ValueError as err:
-                raise DataFormatError(vol.kspace_path, f"{method} needs a calibration block: {err}") from err
+
+    def calibration_block(vol: formats.Volume) -> None:
+        try:
+            detect_acs(formats.read_mask(vol.kspace_path))
+        except ValueError as err:
+            raise DataFormatError(vol.kspace_path, f"{method} needs a calibration block: {err}") from err
+
+    skipped: list[str] = []
+    check = calibration_block if method in CLASSICAL_METHODS_NEEDING_ACS else None
+    # all inputs checked, and the output folder, before anything is written
+    volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
+    files = check_output_folder(out, volumes, data)
 
     out = Path(out)
     plan = [
-        (group, vol, [(method, str(vol.kspace_path), index, output_size(vol, crop)) for index in range(n)])
-        for group, vol in volumes
+        (vol, path, [(method, str(vol.kspace_path), index, output_size(vol, crop)) for index in range(n)])
+        for (_, vol), path in zip(volumes, files, strict=True)
         for n in [formats.kspace_shape(vol.kspace_path)[0]]
     ]
     total_slices = sum(len(jobs) for _, _, jobs in plan)
     start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
+    with formats.all_or_nothing() as outputs, contextlib.ExitStack() as stack:
         if threads is not None:
             stack.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
         pending: list[list[Future[np.ndarray]]] | None = None
         if workers > 1:
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_set_worker_threads,
-                    initargs=(threads or max(1, torch.get_num_threads() // workers),),
-                )
+            pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(threads or max(1, torch.get_num_threads() // workers), os.getpid()),
             )
-            stack.callback(
-                pool.shutdown, wait=True, cancel_futures=True
-            )  # on an error: do not finish the rest
-            pending = [[pool.submit(_classical_slice, *job) for job in jobs] for _, _, jobs in plan]
+            stack.push(_close_pool(pool))  # on an error or Ctrl-C: end the workers, do not finish the rest
+            with _sigint_ignored():  # the workers start on the first submits
+                pending = [[pool.submit(_classical_slice, *job) for job in jobs] for _, _, jobs in plan]
         bar = stack.enter_context(
             tqdm(total=total_slices, desc=f"reconstruct ({method})", unit="slice", disable=not progress)
         )
-        for v, (group, vol, jobs) in enumerate(plan):
+        for v, (vol, path, jobs) in enumerate(plan):
             images = []
             for index, job in enumerate(jobs):
                 try:
@@ -210,73 +245,120 @@ def reconstruct_dataset(
                 except ValueError as err:  # e.g. a mask without a calibration block for GRAPPA
                     raise DataFormatError(vol.kspace_path, f"slice {index}: {method} failed: {err}") from err
                 bar.update(1)
-            target_dir = out / group if group else out
-            formats.write_reconstruction(target_dir / vol.name, np.stack(images).astype(np.float32))
+            formats.write_reconstruction(outputs.claim(path), np.stack(images).astype(np.float32))
     seconds = time.perf_counter() - start
-    return ReconstructionSummary(out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds)
-
-
-def flip_width_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-space and mask of the image flipped along ``W`` (left-right), computed exactly in k-space.
-
-    With the centred FFT, flipping the image ``y[n] = x[W - 1 - n]`` gives ``Y[i] = X[j(i)] * p(i)`` where
-    ``j(i) = (W - i) mod W`` and ``p(i) = exp(2 pi i (i - W // 2) / W)`` for even ``W``, and ``j(i) = W - 1 - i``,
-    ``p = 1`` for odd ``W``. The sampling pattern moves with ``j``.
-
-    Args:
-        kspace: ``(B, C, H, W, 2)`` real view or ``(B, C, H, W)`` complex.
-        mask: broadcastable mask whose ``W`` axis is the k-space's (``(B, 1, 1, W, 1)`` or ``(B, 1, 1, W)``).
-
-    Returns:
-        the flipped k-space (same representation) and mask.
-    """
-    real_view = not kspace.is_complex()
-    k = physics.to_complex(kspace)
-    width = k.shape[-1]
-    idx = torch.arange(width, device=k.device)
-    if width % 2 == 0:
-        source = (width - idx) % width
-        freq = (idx - width // 2).to(torch.float64)
-        phase = torch.polar(torch.ones_like(freq), 2 * torch.pi * freq / width).to(k.dtype)
-    else:
-        source = width - 1 - idx
-        phase = torch.ones(width, dtype=k.dtype, device=k.device)
-    flipped = k.index_select(-1, source) * phase
-    mask_axis = mask.ndim - 2 if real_view else mask.ndim - 1
-    flipped_mask = mask.index_select(mask_axis, source.to(mask.device))
-    return (torch.view_as_real(flipped) if real_view else flipped), flipped_mask
-
-
-def flip_sample(sample: ReconSample) -> ReconSample:
-    """The sample of the left-right flipped slice: k-space and mask flipped exactly (:func:`flip_width_kspace`),
-    target and extra images flipped along ``W``."""
-    kspace, mask = flip_width_kspace(sample.masked_kspace, sample.mask)
-    extra = sample.extra_images.flip(-1) if sample.extra_images is not None else None
-    return sample._replace(masked_kspace=kspace, mask=mask, target=sample.target.flip(-1), extra_images=extra)
+    return ReconstructionSummary(
+        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+    )
 
 
 def predict_batch(
     model: torch.nn.Module, batch: ReconSample, size: tuple[int, int], tta: bool
 ) -> torch.Tensor:
-    """Model output for one collated batch (on the model's device) at ``size``; ``tta`` averages with the output
-    of the flipped input, flipped back.
+    """Model output for one collated batch (on the model's device) at ``size``; ``tta``: the model's self-ensemble
+    (:meth:`~kspacelab.models.base.ReconModel.reconstruct_ensemble`).
 
     Returns:
         ``(B, h, w)`` float32 on the CPU.
     """
-    image = model.reconstruct(batch, size)  # type: ignore[operator]
-    if tta:
-        image = 0.5 * (image + model.reconstruct(flip_sample(batch), size).flip(-1))  # type: ignore[operator]
+    image = model.reconstruct_ensemble(batch, size) if tta else model.reconstruct(batch, size)  # type: ignore[operator]
     return physics.center_crop(image, size).float().cpu()
 
 
-def validated_volumes(data: str | Path) -> list[tuple[str, formats.Volume]]:
-    """``(group, volume)`` pairs under ``data``; every k-space file validated (one-line error otherwise)."""
+def validate_volume(volume: formats.Volume) -> None:
+    """Check one input volume completely (one-line DataFormatError otherwise): the k-space file
+    (:func:`kspacelab.formats.validate_kspace_file`: readable, shapes, dtypes, at least one coil, a mask of
+    length ``W`` with at least one line, finite values) and its image partner when there is one
+    (:func:`kspacelab.formats.validate_image_file`, with the slice count of the k-space file)."""
+    formats.validate_kspace_file(volume.kspace_path)
+    if volume.image_path is not None:
+        slices = formats.kspace_shape(volume.kspace_path)[0]
+        formats.validate_image_file(volume.image_path, expected_slices=slices)
+
+
+def validated_volumes(
+    data: str | Path,
+    skipped: list[str] | None = None,
+    check: Callable[[formats.Volume], None] | None = None,
+) -> list[tuple[str, formats.Volume]]:
+    """``(group, volume)`` pairs under ``data``, every volume validated (:func:`validate_volume`, then ``check``).
+
+    A bad volume raises its one-line DataFormatError; when ``skipped`` is a list (``--skip-bad``) it is left out
+    instead and its error message appended to ``skipped`` (an error when no volume is left).
+    """
     groups = formats.discover_snu(Path(data))
-    volumes = [(group, vol) for group, vols in groups.items() for vol in vols]
-    for _, vol in volumes:
-        formats.validate_kspace_file(vol.kspace_path)
+    volumes = []
+    for group, vols in groups.items():
+        for vol in vols:
+            try:
+                validate_volume(vol)
+                if check is not None:
+                    check(vol)
+            except DataFormatError as err:
+                if skipped is None:
+                    raise
+                skipped.append(str(err))
+                continue
+            volumes.append((group, vol))
+    if not volumes:
+        raise DataFormatError(data, f"no valid k-space file ({len(skipped or [])} skipped as bad)")
     return volumes
+
+
+def output_file(out: str | Path, group: str, volume: formats.Volume) -> Path:
+    """The reconstruction file of ``volume``: ``OUT/<group>/NAME.h5`` (``OUT/NAME.h5`` for a single folder)."""
+    return (Path(out) / group if group else Path(out)) / volume.name
+
+
+def check_output_folder(
+    out: str | Path, volumes: Sequence[tuple[str, formats.Volume]], data: str | Path | None = None
+) -> list[Path]:
+    """Refuse an output folder that would overwrite an input or a foreign file; return every volume's output file.
+
+    A one-line KspacelabError, before anything is written, when: ``out`` is, contains or lies inside an input
+    folder (``data`` and the folders of every k-space and image file, symbolic links resolved); ``out`` or a
+    folder on the way to an output file is a file; an output file exists and is not a kspacelab reconstruction
+    (an ``.h5`` with a ``reconstruction`` dataset, which a new run may replace).
+    """
+    out = Path(out)
+    files = [output_file(out, group, vol) for group, vol in volumes]
+    inputs = {Path(data)} if data is not None else set()
+    for _, vol in volumes:
+        inputs.update(p.parent for p in (vol.kspace_path, vol.image_path) if p is not None)
+        inputs.update(p.resolve().parent for p in (vol.kspace_path, vol.image_path) if p is not None)
+    try:
+        _refuse_input_folders(out, inputs)
+        for path in files:
+            _refuse_foreign_file(path)
+    except OSError as err:
+        raise formats.write_error(out, err) from err
+    return files
+
+
+def _refuse_input_folders(out: Path, inputs: set[Path]) -> None:
+    target = out.resolve()
+    for folder in sorted(
+        {f.resolve() for f in inputs}, key=lambda f: (-len(f.parts), f)
+    ):  # most specific first
+        if target == folder or folder in target.parents or target in folder.parents:
+            where = "is" if target == folder else "lies inside" if folder in target.parents else "contains"
+            raise KspacelabError(
+                f"{out}: the output folder {where} the input folder {folder}; choose an output folder outside the "
+                "input data (inputs are never overwritten)"
+            )
+
+
+def _refuse_foreign_file(path: Path) -> None:
+    for place in reversed(path.parents):
+        if place.exists() and not place.is_dir():
+            raise KspacelabError(f"{place}: exists and is a file, expected a folder for the outputs")
+    if path.is_dir():
+        raise KspacelabError(f"{path}: exists and is a folder, expected a reconstruction file")
+    if path.exists() and not formats.is_reconstruction_file(path):
+        raise KspacelabError(
+            f"{path}: exists and is not a kspacelab reconstruction (no 'reconstruction' dataset); refusing to "
+            "replace it"
+        )
 
 
 def reconstruct_with_checkpoint(
@@ -293,9 +375,34 @@ def reconstruct_with_checkpoint(
     """
     options = options or ReconOptions()
     device = options.torch_device()
-    volumes = validated_volumes(data)  # before loading anything big or writing anything
+    skipped: list[str] = []
+    # inputs and output folder checked before loading anything big or writing anything
+    volumes = validated_volumes(data, skipped if options.skip_bad else None)
+    check_output_folder(out, volumes, data)
+    from kspacelab.training.checkpoint import load_model
+
     loaded = load_model(checkpoint, map_location=device)
-    return reconstruct_with_model(volumes, out, loaded, options)
+    summary = reconstruct_with_model(volumes, out, loaded, options)
+    return dataclasses.replace(summary, skipped=tuple(skipped))
+
+
+def note_widened_crops(transform: SliceTransform, volumes: Sequence[tuple[str, formats.Volume]]) -> None:
+    """Print one note when the model's training readout crop is smaller than a volume's target height (the
+    transform then reconstructs with the target height: :meth:`SliceTransform.output_height`)."""
+    spec = transform.input_spec
+    for _, vol in volumes:
+        _, _, height, _ = formats.kspace_shape(vol.kspace_path)
+        target = output_size(vol, None)[0]
+        trained = spec.readout_height(height, vol.anatomy)
+        used = transform.output_height(height, vol.anatomy, target)
+        if used != trained:
+            print(
+                f"note: the model was trained with a readout crop of {trained} rows for {vol.anatomy}, which does "
+                f"not hold the target height {target} of {vol.name} (H={height}); reconstructing with {used} "
+                "rows (a readout crop only saves memory in training)",
+                file=sys.stderr,
+            )
+            return
 
 
 def reconstruct_with_model(
@@ -303,31 +410,47 @@ def reconstruct_with_model(
     out: str | Path,
     loaded: LoadedModel,
     options: ReconOptions | None = None,
+    outputs: formats.OutputSet | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct every k-space file under ``data`` with an in-memory model into ``out``.
 
+    A readout crop of the model's input spec that is smaller than a volume's target height is widened to the
+    target height (a printed note says so): the crop saves memory in training, the model runs on any geometry.
+
     Args:
         data: a folder as for :func:`reconstruct_with_checkpoint`, or its validated ``(group, volume)`` list.
-        out: output root.
+        out: output root (checked with :func:`check_output_folder`).
         loaded: the model and its input spec (:func:`kspacelab.training.checkpoint.load_model`); the model is
             moved to ``options.device`` and put in eval mode.
-        options: device, batch size, TTA, output size, progress bar.
+        options: device, batch size, TTA, output size, progress bar, skipping bad files.
+        outputs: the run's output set when this call is part of a larger run (a bundle); by default its own.
+            On a failure every new file of the set is removed.
     """
+    from kspacelab.data.dataset import SliceDataset
+
     options = options or ReconOptions()
-    volumes = data if isinstance(data, list) else validated_volumes(data)
+    skipped: list[str] = []
+    if isinstance(data, list):
+        volumes = data
+        files = check_output_folder(out, volumes)
+    else:
+        volumes = validated_volumes(data, skipped if options.skip_bad else None)
+        files = check_output_folder(out, volumes, data)
     device = options.torch_device()
     model = loaded.model.to(device).eval()
-    transform = SliceTransform(loaded.input_spec, use_file_mask=True)
+    transform = SliceTransform(loaded.input_spec, use_file_mask=True, inference=True)
+    note_widened_crops(transform, volumes)
     out = Path(out)
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     start = time.perf_counter()
     with (
+        formats.all_or_nothing(outputs) as run,
         torch.inference_mode(),
         tqdm(
             total=total_slices, desc="reconstruct (model)", unit="slice", disable=not options.progress
         ) as bar,
     ):
-        for group, vol in volumes:
+        for (_, vol), path in zip(volumes, files, strict=True):
             dataset = SliceDataset([vol], transform)
             loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
             images = []
@@ -338,7 +461,8 @@ def reconstruct_with_model(
                 except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
                     raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
                 bar.update(len(batch.fname))
-            target_dir = out / group if group else out
-            formats.write_reconstruction(target_dir / vol.name, torch.cat(images).numpy().astype(np.float32))
+            formats.write_reconstruction(run.claim(path), torch.cat(images).numpy().astype(np.float32))
     seconds = time.perf_counter() - start
-    return ReconstructionSummary(out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds)
+    return ReconstructionSummary(
+        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+    )

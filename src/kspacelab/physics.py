@@ -30,6 +30,7 @@ __all__ = [
     "complex_mul",
     "crop_readout",
     "fft2c",
+    "flip_width_kspace",
     "ifft2c",
     "is_real_view",
     "keep_columns",
@@ -255,24 +256,52 @@ LowFreqs = int | torch.Tensor | None
 
 
 def broadcast_line_mask(mask: torch.Tensor, kspace: torch.Tensor) -> torch.Tensor:
-    """Boolean mask broadcastable to complex k-space ``(B, C, H, W)``: drops a real-view trailing axis.
+    """Boolean mask broadcastable to complex k-space ``(B, C, H, W)``, from every mask shape fastMRI accepts.
 
-    Args:
-        mask: ``(B, 1, 1, W)`` or real-view ``(B, 1, 1, W, 1)``; bool or 0/1.
-        kspace: complex ``(B, C, H, W)``.
+    ``kspace`` is the model's input, real view ``(B, C, H, W, 2)`` or complex ``(B, C, H, W)``, and ``mask`` must
+    broadcast against it as in fastMRI: for a real view its last axis has size 1 (``(B, 1, 1, W, 1)``,
+    ``(1, 1, 1, W, 1)``, ``(1, 1, W, 1)``, ``(B, 1, H, W, 1)``, ...); for complex k-space ``(B, 1, 1, W)``,
+    ``(1, W)``, ... or a real-view mask of rank 5. Every other axis is 1 or the k-space's, and the ``W`` axis is
+    the k-space's ``W`` (a line mask); bool or 0/1.
+
+    Returns:
+        bool ``(B, C', H', W)``: the batch axis expanded to ``B`` (a view), ``C'`` and ``H'`` 1 or the k-space's.
 
     Raises:
-        ValueError: a mask whose rank does not fit the k-space.
+        ValueError: one line with the mask's shape, the k-space's and the shape expected.
     """
-    if mask.ndim == kspace.ndim + 1:
-        if mask.shape[-1] != 1:
-            raise ValueError(f"a real-view mask needs a last axis of size 1, got shape {tuple(mask.shape)}")
-        mask = mask[..., 0]
-    if mask.ndim != kspace.ndim:
+    real_view = not kspace.is_complex()
+    shape = tuple(kspace.shape[:-1]) if real_view else tuple(kspace.shape)
+    if len(shape) != 4:
         raise ValueError(
-            f"mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}"
+            f"expected k-space (B, C, H, W) complex or (B, C, H, W, 2), got {tuple(kspace.shape)}"
         )
-    return mask if mask.dtype == torch.bool else mask.bool()
+    batch, coils, height, width = shape
+    expected = (
+        f"(B, 1, 1, W, 1) or any shape broadcastable to {(batch, coils, height, width, 1)} with W={width}"
+        if real_view
+        else f"(B, 1, 1, W) or any shape broadcastable to {shape} with W={width}"
+    )
+    problem = (
+        f"mask of shape {tuple(mask.shape)} does not fit k-space of shape {tuple(kspace.shape)}; expected"
+    )
+    m = mask
+    if real_view or m.ndim == len(shape) + 1:
+        # the real and imaginary parts share the mask: last axis 1, or 2 with equal halves (fastMRI takes both)
+        if (
+            m.ndim == 0
+            or m.shape[-1] not in (1, 2)
+            or (m.shape[-1] == 2 and not torch.equal(m[..., 0], m[..., 1]))
+        ):
+            raise ValueError(f"{problem} a last axis of size 1: {expected}")
+        m = m[..., 0]
+    if m.ndim > len(shape):
+        raise ValueError(f"{problem} {expected}")
+    m = m.reshape((1,) * (len(shape) - m.ndim) + tuple(m.shape))
+    if m.shape[-1] != width or any(got not in (1, want) for got, want in zip(m.shape, shape, strict=True)):
+        raise ValueError(f"{problem} {expected}")
+    m = m.expand(batch, *m.shape[1:])
+    return m if m.dtype == torch.bool else m.bool()
 
 
 def low_frequency_window(
@@ -315,3 +344,34 @@ def keep_columns(kspace: torch.Tensor, start: torch.Tensor, num: torch.Tensor) -
     keep = (cols >= start[:, None]) & (cols < (start + num)[:, None])  # (B, W)
     zero = torch.zeros((), dtype=kspace.dtype, device=kspace.device)
     return torch.where(keep[:, None, None, :], kspace, zero)
+
+
+def flip_width_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-space and mask of the image flipped along ``W`` (left-right), computed exactly in k-space.
+
+    With the centred FFT, flipping the image ``y[n] = x[W - 1 - n]`` gives ``Y[i] = X[j(i)] * p(i)`` where
+    ``j(i) = (W - i) mod W`` and ``p(i) = exp(2 pi i (i - W // 2) / W)`` for even ``W``, and ``j(i) = W - 1 - i``,
+    ``p = 1`` for odd ``W``. The sampling pattern moves with ``j``.
+
+    Args:
+        kspace: ``(B, C, H, W, 2)`` real view or ``(B, C, H, W)`` complex.
+        mask: broadcastable mask whose ``W`` axis is the k-space's (``(B, 1, 1, W, 1)`` or ``(B, 1, 1, W)``).
+
+    Returns:
+        the flipped k-space (same representation) and mask.
+    """
+    real_view = not kspace.is_complex()
+    k = to_complex(kspace)
+    width = k.shape[-1]
+    idx = torch.arange(width, device=k.device)
+    if width % 2 == 0:
+        source = (width - idx) % width
+        freq = (idx - width // 2).to(torch.float64)
+        phase = torch.polar(torch.ones_like(freq), 2 * torch.pi * freq / width).to(k.dtype)
+    else:
+        source = width - 1 - idx
+        phase = torch.ones(width, dtype=k.dtype, device=k.device)
+    flipped = k.index_select(-1, source) * phase
+    mask_axis = mask.ndim - 2 if real_view else mask.ndim - 1
+    flipped_mask = mask.index_select(mask_axis, source.to(mask.device))
+    return (torch.view_as_real(flipped) if real_view else flipped), flipped_mask

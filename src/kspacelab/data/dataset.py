@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import h5py
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -29,8 +30,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from kspacelab import challenge, formats, masks, metrics
+from kspacelab.classical import METHODS
 from kspacelab.data.augment import augment_from_config, mask_augment_from_config
-from kspacelab.data.transforms import SliceTransform
+from kspacelab.data.classical_cache import classical_slice
+from kspacelab.data.transforms import DEFAULT_CROP_SIZE, SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import InputSpec, ReconSample
 
@@ -141,6 +144,7 @@ class SliceDataset(Dataset[ReconSample]):
         self.transform = transform
         self.num_adj_slices = transform.input_spec.num_adj_slices
         self.extra_keys = transform.input_spec.extra_images
+        self._keys: dict[Path, set[str]] = {}
         self.layout: Layout = layout
         reader = _snu_info if layout == "snu" else _nyu_info
         self.volumes: list[_VolumeInfo] = [reader(v) for v in _sample_volumes(volumes, sample_rate, seed)]
@@ -276,16 +280,41 @@ class SliceDataset(Dataset[ReconSample]):
         )._replace(max_area=self._volume_max_area(vi) if self.volume_max_area else 0.0)
 
     def _read_extra(self, info: _VolumeInfo, s: int) -> np.ndarray | None:
-        """The transform's extra images ``(E, h, w)`` of slice ``s`` from the volume's image file (None when
-        none are wanted)."""
+        """The transform's extra images ``(E, h, w)`` of slice ``s`` (None when none are wanted): each from the
+        volume's image file when it has that dataset, else the spec's classical fallback computed from the
+        k-space file and its mask (cached on disk, :mod:`kspacelab.data.classical_cache`)."""
         if not self.extra_keys:
             return None
         path = info.volume.image_path
-        if info.layout != "snu" or path is None:
+        available = self._image_keys(path) if info.layout == "snu" and path is not None else set()
+        size = info.target_shape or tuple(info.attrs.get("recon_size") or DEFAULT_CROP_SIZE)
+        method = self.transform.input_spec.classical_fallback
+        images = []
+        for key in self.extra_keys:
+            if key in METHODS:  # a classical method by name: always computed (and cached)
+                images.append(self._classical(info, s, key, size))
+            elif key in available:
+                images.append(formats.read_image_slice(path, s, key))  # type: ignore[arg-type]
+            else:
+                images.append(self._classical(info, s, method, size))
+        return np.stack(images)
+
+    @staticmethod
+    def _classical(info: _VolumeInfo, s: int, method: str, size: Sequence[int]) -> np.ndarray:
+        """A classical image of slice ``s`` (cached); one-line error naming the file when the method fails."""
+        try:
+            return classical_slice(info.volume.kspace_path, s, method, (int(size[0]), int(size[1])))
+        except ValueError as err:
             raise DataFormatError(
-                info.volume.kspace_path, f"the model needs the images {list(self.extra_keys)} (no image file)"
-            )
-        return np.stack([formats.read_image_slice(path, s, key) for key in self.extra_keys])
+                info.volume.kspace_path, f"slice {s}: {method} image failed: {err}"
+            ) from err
+
+    def _image_keys(self, path: Path) -> set[str]:
+        """Dataset names of an image file (remembered per file)."""
+        if path not in self._keys:
+            with h5py.File(path, "r") as f:
+                self._keys[path] = set(f.keys())
+        return self._keys[path]
 
     def _volume_max_area(self, vi: int) -> float:
         """Largest leaderboard-foreground area over the volume's targets (0.0 without targets or anatomy)."""

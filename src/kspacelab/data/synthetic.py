@@ -347,7 +347,9 @@ def simulate_dataset(
         OUT/leaderboard/acc{4|8}/{image,kspace}/{brain|knee}_test{i}.h5
 
     Train/val k-space is fully sampled; leaderboard k-space is already multiplied by the mask (and a given
-    name is a different scan in ``acc4`` and ``acc8``). Files are written atomically, volume by volume.
+    name is a different scan in ``acc4`` and ``acc8``). Files are written atomically, volume by volume; a run that
+    fails or is interrupted removes the files (and folders) it created, and an OS error while writing (read-only
+    folder, disk full, a file in place of a folder) is a one-line :class:`KspacelabError`.
 
     Args:
         out_dir: dataset root; must be absent or empty unless ``overwrite`` (files of the same name are then
@@ -362,17 +364,24 @@ def simulate_dataset(
         :class:`SimulationSummary`.
 
     Raises:
-        KspacelabError: non-empty ``out_dir`` without ``overwrite``, ``out_dir`` is a file, bad arguments.
+        KspacelabError: non-empty ``out_dir`` without ``overwrite``, ``out_dir`` is a file, bad arguments, an OS
+            error while writing.
     """
     start = time.perf_counter()
     spec = _preset(preset)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise KspacelabError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise KspacelabError(
-            f"{out}: directory is not empty; choose another folder or pass --overwrite (overwrite=True)"
-        )
+    try:
+        if out.exists() and not out.is_dir():
+            raise KspacelabError(f"{out}: exists and is not a directory")
+        for parent in out.parents:
+            if parent.exists() and not parent.is_dir():
+                raise KspacelabError(f"{out}: cannot write, {parent} is a file, not a folder")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise KspacelabError(
+                f"{out}: directory is not empty; choose another folder or pass --overwrite (overwrite=True)"
+            )
+    except OSError as err:
+        raise formats.write_error(out, err) from err
     if seed < 0:
         raise KspacelabError(f"seed must be >= 0, got {seed}")
     n_train = spec.train_volumes if volumes_per_group is None else int(volumes_per_group)
@@ -381,17 +390,23 @@ def simulate_dataset(
 
     summary = SimulationSummary(out_dir=out)
     jobs = _jobs(spec, n_train)
-    for job in tqdm(jobs, desc=f"simulate {spec.name}", unit="volume", disable=not progress):
-        volume = simulate_volume(job.anatomy, job.acc, volume_rng(seed, job.split, job.name), spec)
-        folder = out / job.split
-        kspace = volume.undersampled_kspace if job.undersampled else volume.kspace
-        formats.write_kspace_file(folder / "kspace" / f"{job.name}.h5", kspace, volume.mask)
-        formats.write_image_file(
-            folder / "image" / f"{job.name}.h5", volume.image_input, volume.image_grappa, volume.image_label
-        )
-        split = job.split.split("/")[0]
-        summary.files[split] = summary.files.get(split, 0) + 2
-        summary.volumes[split] = summary.volumes.get(split, 0) + 1
+    with formats.all_or_nothing() as outputs:
+        for job in tqdm(jobs, desc=f"simulate {spec.name}", unit="volume", disable=not progress):
+            volume = simulate_volume(job.anatomy, job.acc, volume_rng(seed, job.split, job.name), spec)
+            folder = out / job.split
+            kspace = volume.undersampled_kspace if job.undersampled else volume.kspace
+            formats.write_kspace_file(
+                outputs.claim(folder / "kspace" / f"{job.name}.h5"), kspace, volume.mask
+            )
+            formats.write_image_file(
+                outputs.claim(folder / "image" / f"{job.name}.h5"),
+                volume.image_input,
+                volume.image_grappa,
+                volume.image_label,
+            )
+            split = job.split.split("/")[0]
+            summary.files[split] = summary.files.get(split, 0) + 2
+            summary.volumes[split] = summary.volumes.get(split, 0) + 1
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -48,6 +48,7 @@ class SliceTransform:
         augment: MRAugment | None = None,
         mask_seed: int | None = None,
         mask_augment: MaskAugment | None = None,
+        inference: bool = False,
     ) -> None:
         """Args:
         input_spec: the model's inputs (:class:`~kspacelab.models.base.InputSpec`): adjacent slices stacked
@@ -64,10 +65,17 @@ class SliceTransform:
             uses the mask function's own RNG state.
         mask_augment: replaces the slice's mask (the file's or ``mask_func``'s) by a drawn one with the
             schedule's probability (training).
+        inference: a readout crop that would cut into the target is widened to hold it
+            (:meth:`output_height`) instead of raising: the crop only saves memory in training, and a model
+            must reconstruct any geometry.
         """
         if not use_file_mask and mask_func is None:
             raise ValueError("use_file_mask=False needs a mask_func")
         self.input_spec = input_spec if input_spec is not None else InputSpec()
+        if augment is not None and self.input_spec.extra_images:
+            raise ValueError(
+                "MRAugment cannot be combined with extra input images (they would not follow the augmented k-space)"
+            )
         self.mask_func = mask_func
         self.use_file_mask = use_file_mask
         self.seed_from_fname = seed_from_fname
@@ -75,6 +83,7 @@ class SliceTransform:
         self.num_adj_slices = self.input_spec.num_adj_slices
         self.mask_seed = mask_seed
         self.mask_augment = mask_augment
+        self.inference = inference
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -85,9 +94,20 @@ class SliceTransform:
         if self.mask_augment is not None:
             self.mask_augment.set_epoch(epoch)
 
-    def output_height(self, height: int, anatomy: str) -> int:
-        """Readout height ``H`` of ``masked_kspace`` for an input of ``height`` rows and ``anatomy``."""
-        return self.input_spec.readout_height(height, anatomy)
+    def output_height(self, height: int, anatomy: str, target_height: int | None = None) -> int:
+        """Readout height ``H`` of ``masked_kspace`` for an input of ``height`` rows and ``anatomy``.
+
+        With ``inference`` and a ``target_height``, a crop smaller than the target is widened to the target
+        height, and by one more row when the centred target would otherwise shift by one row (never beyond
+        ``height``); in training such a crop is an error (:meth:`__call__`).
+        """
+        cropped = self.input_spec.readout_height(height, anatomy)
+        if not self.inference or target_height is None or cropped >= height:
+            return cropped
+        cropped = min(height, max(cropped, target_height))
+        if cropped < height and not _crop_keeps_target(height, cropped, target_height):
+            cropped += 1
+        return cropped
 
     def reseed(self, seed: int) -> None:
         """Reseed the mask function's own RNG (called per DataLoader worker so workers draw different masks).
@@ -202,7 +222,7 @@ class SliceTransform:
             before = kspace_t
             kspace_t = self.augment(kspace_t, anatomy, fname, int(slice_num))
             augmented = kspace_t is not before
-        out_height = self.output_height(height, anatomy)
+        out_height = self.output_height(height, anatomy, crop_size[0])
         if out_height < height:
             if out_height < crop_size[0]:
                 raise ValueError(

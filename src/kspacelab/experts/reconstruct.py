@@ -1,7 +1,8 @@
 """``kspacelab reconstruct --bundle``: route every volume to its expert, reconstruct it, keep to a time budget.
 
-Writes the reconstruction files as :mod:`kspacelab.inference` does and ``OUT/routing.json`` (one
-:class:`~kspacelab.experts.routing.RoutingDecision` per volume).
+Writes the reconstruction files as :mod:`kspacelab.inference` does, with the same guarantees (inputs validated and
+the output folder checked before anything is written; all outputs or none of the new ones), and ``OUT/routing.json``
+(one :class:`~kspacelab.experts.routing.RoutingDecision` per volume).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from tqdm.auto import tqdm
 from kspacelab import challenge, formats
 from kspacelab.errors import KspacelabError
 from kspacelab.experts.routing import RoutingDecision, load_bundle, route_volumes
-from kspacelab.inference import ReconOptions, ReconstructionSummary, reconstruct_with_model, validated_volumes
+from kspacelab.inference import (
+    ReconOptions,
+    ReconstructionSummary,
+    check_output_folder,
+    reconstruct_with_model,
+    validated_volumes,
+)
 
 __all__ = ["reconstruct_with_bundle"]
 
@@ -36,7 +43,7 @@ def reconstruct_with_bundle(
         bundle: manifest file (:mod:`kspacelab.experts.manifest`).
         time_budget: seconds allowed for the whole run (routing included). After every volume the total is
             projected from the time per slice so far; a projection over the budget prints a warning.
-        strict: with ``time_budget``, stop with an error instead of warning (files written so far are complete).
+        strict: with ``time_budget``, stop with an error instead of warning (the files this run wrote are removed).
 
     Returns:
         the summary (all volumes) and the routing decisions, in volume order.
@@ -45,49 +52,66 @@ def reconstruct_with_bundle(
     if time_budget is not None and time_budget <= 0:
         raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
     device = options.torch_device()
-    volumes = validated_volumes(data)
+    skipped: list[str] = []
+    volumes = validated_volumes(data, skipped if options.skip_bad else None)
+    check_output_folder(out, volumes, data)
+    out = Path(out)
+    _check_routing_path(out / "routing.json")
     start = time.perf_counter()
     loaded = load_bundle(bundle, map_location=device)
     decisions = route_volumes(volumes, loaded, options.crop)
-    out = Path(out)
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     done = 0
     warned = False
-    bar = tqdm(total=total_slices, desc="reconstruct (bundle)", unit="slice", disable=not options.progress)
     quiet = dataclasses.replace(options, progress=False)
-    for (group, vol), decision in zip(volumes, decisions, strict=True):
-        expert = loaded.bundle.route(decision.anatomy, decision.acc, decision.mask_rule)
-        _, model = loaded.model_for(expert)
-        part = reconstruct_with_model([(group, vol)], out, model, quiet)
-        done += part.slices
-        bar.update(part.slices)
-        elapsed = time.perf_counter() - start
-        projected = elapsed / max(done, 1) * total_slices
-        if options.progress:
-            bar.write(
-                f"{decision.file}: {decision.anatomy} {challenge.acc_folder(decision.acc)} {decision.mask_rule} -> {decision.expert}"
-            )
-        if time_budget is not None and projected > time_budget:
-            message = (
-                f"time budget: projected {projected:.0f} s for {total_slices} slices exceeds --time-budget "
-                f"{time_budget:.0f} s ({done}/{total_slices} slices done in {elapsed:.0f} s)"
-            )
-            if strict:
-                bar.close()
-                raise KspacelabError(message + "; stopped (--strict)")
-            if not warned:
-                bar.write(f"warning: {message}")
-                warned = True
-    bar.close()
+    with (
+        formats.all_or_nothing() as run,
+        tqdm(
+            total=total_slices, desc="reconstruct (bundle)", unit="slice", disable=not options.progress
+        ) as bar,
+    ):
+        for (group, vol), decision in zip(volumes, decisions, strict=True):
+            expert = loaded.bundle.route(decision.anatomy, decision.acc, decision.mask_rule)
+            _, model = loaded.model_for(expert)
+            part = reconstruct_with_model([(group, vol)], out, model, quiet, outputs=run)
+            done += part.slices
+            bar.update(part.slices)
+            elapsed = time.perf_counter() - start
+            projected = elapsed / max(done, 1) * total_slices
+            if options.progress:
+                bar.write(
+                    f"{decision.file}: {decision.anatomy} {challenge.acc_folder(decision.acc)} {decision.mask_rule} -> {decision.expert}"
+                )
+            if time_budget is not None and projected > time_budget:
+                message = (
+                    f"time budget: projected {projected:.0f} s for {total_slices} slices exceeds --time-budget "
+                    f"{time_budget:.0f} s ({done}/{total_slices} slices done in {elapsed:.0f} s)"
+                )
+                if strict:
+                    raise KspacelabError(message + "; stopped (--strict)")
+                if not warned:
+                    bar.write(f"warning: {message}")
+                    warned = True
+        routing = run.claim(out / "routing.json")
+        text = json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n"
+        formats.atomic_text(routing, text)
     seconds = time.perf_counter() - start
-    _write_routing(out / "routing.json", decisions)
-    return ReconstructionSummary(
-        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds
-    ), decisions
+    summary = ReconstructionSummary(
+        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+    )
+    return summary, decisions
 
 
-def _write_routing(path: Path, decisions: list[RoutingDecision]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n")
-    tmp.replace(path)
+def _check_routing_path(path: Path) -> None:
+    """Refuse to replace ``OUT/routing.json`` unless it is a routing file of an earlier run (a JSON list)."""
+    if path.is_dir():
+        raise KspacelabError(f"{path}: exists and is a folder, expected the routing file")
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = None
+        if not isinstance(old, list):
+            raise KspacelabError(
+                f"{path}: exists and is not a kspacelab routing file; refusing to replace it"
+            )

@@ -10,20 +10,18 @@ Adding a model = its module, one entry below, one recipe in ``kspacelab/configs/
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from torch import nn
-
-from kspacelab.models.base import InputSpec, ReconModel, ReconSample, check_config, config_class
+from kspacelab.models.base import InputSpec, ReconModel, ReconSample
 from kspacelab.models.classifier import AnatomyClassifier
 from kspacelab.models.promptmr import PromptMR
+from kspacelab.models.rcan import RCAN
+from kspacelab.models.refined import RefinedModel
+from kspacelab.models.registry import MODEL_REGISTRY, ModelEntry, Task, build_model, model_entry, register
 from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
 __all__ = [
     "MODEL_REGISTRY",
+    "RCAN",
     "AnatomyClassifier",
     "InputSpec",
     "ModelEntry",
@@ -31,6 +29,7 @@ __all__ = [
     "PromptMR",
     "ReconModel",
     "ReconSample",
+    "RefinedModel",
     "SensitivityModel",
     "Task",
     "Unet",
@@ -39,45 +38,6 @@ __all__ = [
     "build_model",
     "model_entry",
 ]
-
-#: What a model is trained for: image reconstruction from k-space, or anatomy classification (routing).
-Task = Literal["reconstruction", "anatomy_classifier"]
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One registered model.
-
-    Attributes:
-        name: the registry name (``model.model_name`` in recipes).
-        cls: the model class.
-        config: its typed configuration, a dataclass of the constructor's arguments
-            (:func:`~kspacelab.models.base.config_class`).
-        task: what trains it (``reconstruction``: :class:`~kspacelab.training.module.ReconModule` on k-space;
-            ``anatomy_classifier``: the routing classifier on images).
-        recipe: the bundled recipe that trains it (``kspacelab train --config RECIPE``).
-        tiny: a few-thousand-parameter configuration for tests and smoke runs (overrides the recipe's
-            ``model_kwargs``; keys the recipe sets and ``tiny`` does not, e.g. ``num_adj_slices``, stay).
-    """
-
-    name: str
-    cls: type[nn.Module]
-    config: type
-    task: Task
-    recipe: str
-    tiny: Mapping[str, Any] = field(default_factory=dict)
-
-    def build(self, **config: Any) -> nn.Module:
-        """The model built from ``config`` after :func:`~kspacelab.models.base.check_config`."""
-        check_config(self.name, self.config, config)
-        return self.cls(**config)
-
-
-def _entry(
-    name: str, cls: type[nn.Module], recipe: str, tiny: Mapping[str, Any], task: Task = "reconstruction"
-) -> ModelEntry:
-    return ModelEntry(name, cls, config_class(cls), task, recipe, dict(tiny))
-
 
 _TINY_PROMPTMR = {
     "num_cascades": 2,
@@ -96,46 +56,29 @@ _TINY_PROMPTMR = {
     "n_history": 0,
 }
 
-#: Model name -> entry; recipes (``model.model_name``) and checkpoints refer to models by these names.
-MODEL_REGISTRY: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        _entry(
-            "varnet",
-            VarNet,
-            recipe="snu_baseline_varnet",
-            tiny={"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2},
-        ),
-        _entry("promptmr", PromptMR, recipe="snu2025_promptmr_ej", tiny=_TINY_PROMPTMR),
-        _entry(
-            "anatomy_classifier",
-            AnatomyClassifier,
-            recipe="anatomy_classifier",
-            tiny={"chans": 4, "num_blocks": 2, "image_size": 32},
-            task="anatomy_classifier",
-        ),
-    )
-}
-
-
-def model_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``.
-
-    Raises:
-        ValueError: for an unknown name (the message lists the registered names).
-    """
-    try:
-        return MODEL_REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(MODEL_REGISTRY))
-        raise ValueError(f"unknown model {name!r}; registered models: {known}") from None
-
-
-def build_model(name: str, **config: Any) -> nn.Module:
-    """Construct the registered model ``name`` from keyword arguments ``config``.
-
-    Raises:
-        ValueError: an unknown name, a misspelt key (the message lists the allowed keys) or a value of the
-            wrong type.
-    """
-    return model_entry(name).build(**config)
+register(
+    "varnet",
+    VarNet,
+    recipe="snu_baseline_varnet",
+    tiny={"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2},
+)
+register("promptmr", PromptMR, recipe="snu2025_promptmr_ej", tiny=_TINY_PROMPTMR)
+register(
+    "refined",
+    RefinedModel,
+    recipe="snu2022_varnet_rcan",
+    tiny={
+        "first_stage_kwargs": {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2},
+        "n_feats": 8,
+        "n_resgroups": 1,
+        "n_resblocks": 1,
+        "reduction": 4,
+    },
+)
+register(
+    "anatomy_classifier",
+    AnatomyClassifier,
+    recipe="anatomy_classifier",
+    tiny={"chans": 4, "num_blocks": 2, "image_size": 32},
+    task="anatomy_classifier",
+)

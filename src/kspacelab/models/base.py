@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from kspacelab import challenge
+from kspacelab import challenge, physics
 
 __all__ = ["InputSpec", "ReconModel", "ReconSample", "check_config", "config_class"]
 
@@ -39,12 +39,15 @@ class InputSpec:
         extra_images: image datasets the model reads besides k-space (e.g. ``("image_grappa",)``), stacked in
             this order as :attr:`ReconSample.extra_images`.
         multicoil: multi-coil k-space ``(C, H, W)`` (True) or single-coil ``(H, W)`` data (False).
+        classical_fallback: the classical reconstruction (``grappa``, ``sense``, ``cs``, ``zero-filled``) the data
+            pipeline computes from the file's k-space and mask, and caches, where a file lacks an extra image.
     """
 
     num_adj_slices: int = 1
     crop_height: Mapping[str, int] = field(default_factory=dict)
     extra_images: tuple[str, ...] = ()
     multicoil: bool = True
+    classical_fallback: str = "grappa"
 
     def __post_init__(self) -> None:
         adj = self.num_adj_slices
@@ -77,6 +80,7 @@ class InputSpec:
             "crop_height": dict(self.crop_height),
             "extra_images": list(self.extra_images),
             "multicoil": self.multicoil,
+            "classical_fallback": self.classical_fallback,
         }
 
     @classmethod
@@ -170,6 +174,19 @@ class ReconModel(nn.Module):
             sample.masked_kspace, sample.mask, sample.num_low_frequencies, crop_size=out
         )
         return image
+
+    def reconstruct_ensemble(self, sample: ReconSample, size: Sequence[int] | None = None) -> torch.Tensor:
+        """Self-ensemble (``reconstruct --tta``): the mean of the image and the un-flipped image of the
+        left-right flipped slice, the flip done exactly in k-space (:func:`kspacelab.physics.flip_width_kspace`).
+        Models with extra inputs override it."""
+        out = tuple(size) if size is not None else sample.output_size()
+        kspace, mask = physics.flip_width_kspace(sample.masked_kspace, sample.mask)
+        flipped = sample._replace(masked_kspace=kspace, mask=mask, target=sample.target.flip(-1))
+        return 0.5 * (self.reconstruct(sample, out) + self.reconstruct(flipped, out).flip(-1))
+
+    def pretrained_parts(self) -> list[tuple[nn.Module, str]]:
+        """``(submodule, checkpoint path)`` pairs the trainer loads before training starts (none by default)."""
+        return []
 
 
 def config_class(model_class: type[nn.Module]) -> type:

@@ -429,7 +429,7 @@ class PromptMR(ReconModel):
         b, ac, h, w = k0.shape
         if ac % adj:
             raise ValueError(f"{ac} stacked coils are not a multiple of num_adj_slices={adj}")
-        line_mask = broadcast_line_mask(mask, k0)
+        line_mask = broadcast_line_mask(mask, masked_kspace)
         sens_maps = self.sensitivity_maps(k0, line_mask, num_low_frequencies)
 
         kspace = k0

@@ -1,7 +1,8 @@
 """End-to-end variational network (E2E-VarNet, Sriram et al. 2020), state-dict compatible with fastMRI.
 
-Inputs follow fastMRI: real-view masked k-space ``(B, C, H, W, 2)`` with a boolean mask ``(B, 1, 1, W, 1)``;
-native complex k-space ``(B, C, H, W)`` with a mask ``(B, 1, 1, W)`` is accepted too and gives the same
+Inputs follow fastMRI: real-view masked k-space ``(B, C, H, W, 2)`` with a boolean mask ``(B, 1, 1, W, 1)``, or any
+mask shape fastMRI accepts (:func:`kspacelab.physics.broadcast_line_mask`: ``(1, 1, 1, W, 1)``, ``(1, 1, W, 1)``,
+...); native complex k-space ``(B, C, H, W)`` with a mask ``(B, 1, 1, W)`` is accepted too and gives the same
 numbers. Internally everything runs on native complex tensors, which saves the stacking and copying of the
 real-view arithmetic. ``W`` is the phase-encoding axis along which the mask runs.
 
@@ -67,7 +68,8 @@ class SensitivityModel(nn.Module):
     ) -> torch.Tensor:
         """Args:
             masked_kspace: ``(B, C, H, W)`` complex or ``(B, C, H, W, 2)`` real view.
-            mask: line mask, ``(B, 1, 1, W)`` or ``(B, 1, 1, W, 1)``.
+            mask: line mask broadcastable to ``masked_kspace`` (:func:`~kspacelab.physics.broadcast_line_mask`), e.g.
+                ``(B, 1, 1, W)`` or ``(B, 1, 1, W, 1)``.
             num_low_frequencies: ACS width (int or ``(B,)``), None/0 to detect from the mask.
 
         Returns:
@@ -76,7 +78,7 @@ class SensitivityModel(nn.Module):
         real_view = not masked_kspace.is_complex()
         k = physics.to_complex(masked_kspace)
         if self.mask_center:
-            start, num = low_frequency_window(broadcast_line_mask(mask, k), num_low_frequencies)
+            start, num = low_frequency_window(broadcast_line_mask(mask, masked_kspace), num_low_frequencies)
             k = keep_columns(k, start, num)
         b, c, h, w = k.shape
         images = physics.ifft2c(k).reshape(b * c, 1, h, w)
@@ -182,8 +184,8 @@ class VarNet(ReconModel):
     ) -> torch.Tensor:
         """Args:
             masked_kspace: ``(B, C, H, W, 2)`` float real view or ``(B, C, H, W)`` complex.
-            mask: sampling mask, ``(B, 1, 1, W, 1)`` for a real view or ``(B, 1, 1, W)`` for complex k-space;
-                bool or 0/1 float.
+            mask: sampling mask, ``(B, 1, 1, W, 1)`` for a real view or ``(B, 1, 1, W)`` for complex k-space, or any
+                shape fastMRI accepts (:func:`~kspacelab.physics.broadcast_line_mask`); bool or 0/1 float.
             num_low_frequencies: ACS width (int or ``(B,)`` tensor); None or 0 to detect from the mask.
             crop_size: ``(h, w)`` to centre-crop (or zero-pad) the output image to.
 
@@ -193,7 +195,7 @@ class VarNet(ReconModel):
         k0 = physics.to_complex(masked_kspace)
         if k0.ndim != 4:
             raise ValueError(f"expected k-space (B, C, H, W) complex or (..., 2), got {tuple(k0.shape)}")
-        line_mask = broadcast_line_mask(mask, k0)
+        line_mask = broadcast_line_mask(mask, masked_kspace)
 
         if self.sens_checkpoint and torch.is_grad_enabled():
             sens_maps = checkpoint(self.sens_net, k0, line_mask, num_low_frequencies, use_reentrant=False)
@@ -217,7 +219,7 @@ class VarNet(ReconModel):
             ValueError: a mask without a fully sampled centre block (GRAPPA needs one to calibrate).
         """
         with torch.no_grad(), torch.autocast(kspace.device.type, enabled=False):
-            lines = line_mask.reshape(line_mask.shape[0], -1).expand(kspace.shape[0], -1)
+            lines = line_mask[:, 0, 0, :]
             filled = [
                 grappa_kspace(kspace[i : i + 1].to(torch.complex64), lines[i], lamda=self.grappa_lamda)
                 for i in range(kspace.shape[0])

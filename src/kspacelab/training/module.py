@@ -252,8 +252,49 @@ class ReconModule(L.LightningModule):
             loss = loss + l1_weight * l1.mean()
         return loss
 
+    def check_finite(self, batch: ReconSample, stage: str) -> None:
+        """Refuse a batch whose k-space or target holds NaN or Inf (one line naming the file and the slice).
+
+        Raises:
+            KspacelabError: ``FILE: slice S: the training k-space holds NaN or Inf values`` (the first bad slice;
+                ``FILE`` is the k-space file's path when the data module knows it, else the volume's name).
+        """
+        named = (("k-space", batch.masked_kspace), ("target", batch.target))
+        finite = [torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(dim=1) for _, t in named]
+        if bool(torch.stack(finite).all()):  # one device sync per step
+            return
+        slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
+        for (what, _), ok in zip(named, finite, strict=True):
+            bad = (~ok).nonzero().reshape(-1).tolist()
+            if bad:
+                i = bad[0]
+                where = self._data_file(str(batch.fname[i]), what)
+                raise KspacelabError(
+                    f"{where}: slice {int(slices[i])}: the {stage} {what} holds NaN or Inf values"
+                )
+
+    def _data_file(self, fname: str, what: str) -> str:
+        """The path of the k-space (or image) file of volume ``fname`` in the trainer's data module, else
+        ``fname``."""
+        try:
+            datamodule = getattr(self.trainer, "datamodule", None)
+        except RuntimeError:  # not attached to a trainer
+            return fname
+        for split in ("train_dataset", "val_dataset"):
+            for info in getattr(getattr(datamodule, split, None), "volumes", None) or []:
+                volume = getattr(info, "volume", None)
+                if getattr(volume, "name", None) == fname:
+                    path = volume.kspace_path if what == "k-space" else volume.image_path  # type: ignore[union-attr]
+                    return str(path or fname)
+        return fname
+
     def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss; logs ``train/loss`` on the progress bar."""
+        """One optimisation step's loss; logs ``train/loss`` on the progress bar.
+
+        Raises:
+            KspacelabError: NaN or Inf in the batch's k-space or target (:meth:`check_finite`).
+        """
+        self.check_finite(batch, "training")
         output = self(batch)
         loss = self.compute_loss(output, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
@@ -284,6 +325,7 @@ class ReconModule(L.LightningModule):
 
     def validation_step(self, batch: ReconSample, batch_idx: int) -> None:
         """Score every slice of the batch and keep ``(fname, slice, acceleration, ssim)`` for the epoch end."""
+        self.check_finite(batch, "validation")
         output = self(batch)
         scores = self.slice_scores(output, batch)
         accelerations = torch.as_tensor(batch.acceleration).reshape(-1).tolist()

@@ -26,8 +26,10 @@ import yaml
 from kspacelab.errors import KspacelabError
 
 __all__ = [
+    "Sources",
     "bundled_configs",
     "compose",
+    "compose_with_sources",
     "find_config",
     "load_recipe",
     "parse_overrides",
@@ -77,7 +79,10 @@ def read_config(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise KspacelabError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise KspacelabError(f"{path}: not YAML: {str(err).strip().splitlines()[0]}") from None
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise KspacelabError(f"{path}: YAML syntax error{where}: {problem}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -144,6 +149,53 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
     node[last] = copy.deepcopy(value)
 
 
+class Sources:
+    """Which recipe file or override set each dotted key of a composed configuration (the last one that did)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[str, str]] = {}  # dotted key -> ("file", path) or ("override", key)
+
+    def record(self, node: Any, origin: tuple[str, str], prefix: str = "") -> None:
+        """Note ``origin`` for ``prefix`` and, in a mapping, every key below it."""
+        if prefix:
+            self._by_key[prefix] = origin
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                self.record(value, origin, f"{prefix}.{key}" if prefix else str(key))
+
+    def where(self, key: str) -> str:
+        """``FILE: KEY`` or ``override --KEY`` for the setting ``key`` (a parent's origin when ``key`` itself was
+        not recorded); just ``KEY`` when nothing set it."""
+        parts = key.split(".")
+        for end in range(len(parts), 0, -1):
+            origin = self._by_key.get(".".join(parts[:end]))
+            if origin is None:
+                continue
+            kind, name = origin
+            if kind == "file":
+                return f"{name}: {key}"
+            return f"override --{name}" if name == key else f"override --{name}: {key}"
+        return key
+
+
+def compose_with_sources(
+    configs: Iterable[str | Path], overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> tuple[dict[str, Any], Sources]:
+    """:func:`compose`, and which recipe file or override set each key (for error messages)."""
+    merged: dict[str, Any] = {}
+    sources = Sources()
+    for name in configs:
+        path = find_config(name)
+        loaded = read_config(path)
+        _merge(merged, loaded)
+        sources.record(loaded, ("file", str(path)))
+    pairs = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+    for key, value in pairs.items():
+        set_dotted(merged, key, value)
+        sources.record(value, ("override", key), key)
+    return merged, sources
+
+
 def compose(
     configs: Iterable[str | Path], overrides: Sequence[str] | Mapping[str, Any] = ()
 ) -> dict[str, Any]:
@@ -152,13 +204,7 @@ def compose(
     Raises:
         KspacelabError: a recipe that is missing or not a YAML mapping, or malformed overrides.
     """
-    merged: dict[str, Any] = {}
-    for name in configs:
-        _merge(merged, read_config(find_config(name)))
-    pairs = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
-    for key, value in pairs.items():
-        set_dotted(merged, key, value)
-    return merged
+    return compose_with_sources(configs, overrides)[0]
 
 
 def load_recipe(path: Path, list_key: str, kind: str) -> dict[str, Any]:

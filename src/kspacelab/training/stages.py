@@ -8,7 +8,9 @@ bundled recipe, or a list of them applied in order; ``args`` are override words:
       - {name: stage2, config: [snu2025_promptmr_ej.yaml, snu2025_ej_stage2.yaml]}
 
 Stage ``N`` is one :func:`~kspacelab.training.run.fit` into ``RUN_DIR/<name>`` with ``init_weights =
-RUN_DIR/<previous>/checkpoints/last.ckpt``: the weights carry over; the optimiser, the schedule, the augmentation
+RUN_DIR/<previous>/checkpoints/last.ckpt``: the weights carry over. A stage that trains a different model names
+the config key that receives the previous stage's best checkpoint instead, ``previous_as:
+model.model_kwargs.init_from`` (a two-stage model whose first stage is the previous stage's model); the optimiser, the schedule, the augmentation
 and the mask settings are the stage's own. Finished stages are reused, and an interrupted stage resumes from its
 ``last.ckpt`` when the same command is run again.
 """
@@ -33,6 +35,7 @@ class Stage:
     name: str
     configs: tuple[Path, ...]  # merged in order
     args: tuple[str, ...]  # override words
+    previous_as: str | None = None  # a config key that receives the previous stage's best checkpoint
 
 
 def read_stages(path: str | Path) -> list[Stage]:
@@ -44,11 +47,17 @@ def read_stages(path: str | Path) -> list[Stage]:
         where = f"{path}: stages[{i}]"
         if not isinstance(entry, dict):
             raise KspacelabError(f"{where}: must be a mapping with 'config'")
+        previous_as = entry.get("previous_as")
+        if previous_as is not None and (not isinstance(previous_as, str) or "." not in previous_as):
+            raise KspacelabError(
+                f"{where}: 'previous_as' must be a config key such as model.model_kwargs.init_from"
+            )
         stages.append(
             Stage(
                 str(entry.get("name") or f"stage{i + 1}"),
                 recipe_configs(entry, path.parent, where),
                 recipe_args(entry, where),
+                previous_as,
             )
         )
     names = [stage.name for stage in stages]
@@ -78,12 +87,15 @@ def train_stages(
     best = run_dir
     for stage in read_stages(recipe):
         stage_dir = run_dir / stage.name
+        handover = (
+            [] if stage.previous_as is None or previous is None else [f"--{stage.previous_as}", str(best)]
+        )
         best = fit_or_reuse(
             [*stage.configs, *extra_configs],
-            [*stage.args, *overrides],
+            [*stage.args, *overrides, *handover],
             stage_dir,
             f"stage {stage.name}",
-            init_weights=previous,
+            init_weights=previous if stage.previous_as is None else None,
             progress=progress,
         )
         previous = stage_dir / "checkpoints" / LAST_CHECKPOINT
