@@ -285,6 +285,28 @@ def _temporary(target: Path) -> Path:
 
 
 @contextmanager
+def _replacing(path: StrPath) -> Iterator[Path]:
+    """A fresh hidden temporary beside ``path`` (its folder created if needed) for the block to write; afterwards
+    synced and renamed onto ``path``. On any exception the temporary is deleted and the exception re-raised, an
+    OS error as a one-line :class:`KspacelabError` naming ``path``."""
+    target = Path(path)
+    tmp: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary(target)
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(target, err) from err
+        raise
+
+
+@contextmanager
 def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
     """Write an HDF5 file atomically.
 
@@ -294,52 +316,20 @@ def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
     so ``path`` is either untouched or the complete new file. An OS error (read-only folder, disk full, a
     file in place of a folder) becomes a one-line :class:`KspacelabError` naming ``path``.
     """
-    target = Path(path)
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            tmp = _temporary(target)
-            try:
-                f = h5py.File(tmp, "x")  # exclusive create: never clobbers a concurrent writer's temporary
-                break
-            except FileExistsError:
-                continue
+    with _replacing(path) as tmp:
+        f = h5py.File(tmp, "x")  # exclusive create: a random name never clobbers a concurrent writer's temporary
         try:
             yield f
             f.flush()
         finally:
             f.close()
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException as err:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise write_error(target, err) from err
-        raise
 
 
 def atomic_text(path: StrPath, text: str) -> None:
     """Write a text file atomically (hidden temporary in the same folder, synced, renamed onto ``path``); the
     temporary is removed on any failure, and an OS error becomes a one-line :class:`KspacelabError`."""
-    target = Path(path)
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary(target)
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException as err:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise write_error(target, err) from err
-        raise
+    with _replacing(path) as tmp, open(tmp, "x", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _present(path: Path) -> bool:
