@@ -317,7 +317,8 @@ def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
     file in place of a folder) becomes a one-line :class:`KspacelabError` naming ``path``.
     """
     with _replacing(path) as tmp:
-        f = h5py.File(tmp, "x")  # exclusive create: a random name never clobbers a concurrent writer's temporary
+        # exclusive create: a random name never clobbers a concurrent writer's temporary
+        f = h5py.File(tmp, "x")
         try:
             yield f
             f.flush()
