@@ -126,6 +126,67 @@ def test_frozen_first_stage_is_unchanged_by_training_and_keeps_no_graph(tiny_roo
     assert all(p.grad is None for p in model.first_stage.parameters())
 
 
+class _CountingStage:
+    """Wraps a first stage's ``reconstruct`` and counts its calls."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        self.original, self.calls = stage.reconstruct, 0
+
+    def reconstruct(self, sample: ReconSample, size: tuple[int, int]) -> torch.Tensor:
+        self.calls += 1
+        return self.original(sample, size)  # type: ignore[operator,no-any-return]
+
+
+def test_first_stage_cache_hit_miss_bound_and_invalidation(tiny_root: Path) -> None:
+    torch.manual_seed(4)
+    kwargs = {
+        "first_stage_kwargs": TINY_VARNET,
+        "n_feats": 8,
+        "n_resgroups": 1,
+        "n_resblocks": 1,
+        "reduction": 4,
+    }
+    model = RefinedModel(**kwargs, first_stage_cache=2)  # type: ignore[arg-type]
+    uncached = RefinedModel(**kwargs)  # type: ignore[arg-type]
+    uncached.load_state_dict(model.state_dict())
+    volume = formats.discover_folder(tiny_root / "val", split="val")[0]
+    dataset = SliceDataset([volume], SliceTransform(model.input_spec()))
+    sample = torch.utils.data.default_collate([dataset[0]])
+    samples = [sample, sample._replace(masked_kspace=sample.masked_kspace * 3)]
+    size = samples[0].output_size()
+    counter = _CountingStage(model.first_stage)
+    model.first_stage.reconstruct = counter.reconstruct  # type: ignore[method-assign,assignment]
+
+    first = model.first_stage_image(samples[0], size)
+    assert counter.calls == 1
+    assert torch.equal(model.first_stage_image(samples[0], size), first) and counter.calls == 1  # hit
+    torch.testing.assert_close(first, uncached.first_stage_image(samples[0], size), rtol=0, atol=0)
+    model.first_stage_image(samples[0], (size[0] - 2, size[1] - 2))  # another output size: a miss
+    assert counter.calls == 2
+    changed = samples[1]._replace(masked_kspace=samples[1].masked_kspace * 2)
+    model.first_stage_image(samples[1], size)
+    model.first_stage_image(changed, size)  # same file and slice, other k-space: a miss
+    assert counter.calls == 4 and len(model._cache) == 2  # bounded: the oldest entries were dropped
+    model.first_stage_image(samples[0], size)
+    assert counter.calls == 5
+
+    new_weights = {
+        k: v + 0.01 if v.is_floating_point() else v for k, v in model.first_stage.state_dict().items()
+    }
+    model.first_stage.load_state_dict(new_weights)  # new weights empty the cache
+    assert not model._cache
+    updated = model.first_stage_image(samples[0], size)
+    assert counter.calls == 6 and not torch.equal(updated, first)
+    model.to(torch.float64)  # so does a dtype or device move
+    assert not model._cache
+
+    trainable = RefinedModel(**kwargs, freeze_first_stage=False, first_stage_cache=8)  # type: ignore[arg-type]
+    trainable.first_stage_image(samples[0], size)
+    assert not trainable._cache  # a trained first stage is never cached
+    with pytest.raises(ValueError, match="first_stage_cache"):
+        RefinedModel(**kwargs, first_stage_cache=-1)  # type: ignore[arg-type]
+
+
 class _Pointwise(nn.Module):
     """An image function that commutes with flips and rotations (a 1x1 convolution)."""
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from kspacelab.models.base import InputSpec, ReconModel, ReconSample
 from kspacelab.models.classifier import AnatomyClassifier
+from kspacelab.models.feature_varnet import FeatureVarNet, FIVarNet
+from kspacelab.models.lska import LSKA
 from kspacelab.models.promptmr import PromptMR
 from kspacelab.models.rcan import RCAN
 from kspacelab.models.refined import RefinedModel
@@ -20,9 +22,12 @@ from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
 __all__ = [
+    "LSKA",
     "MODEL_REGISTRY",
     "RCAN",
     "AnatomyClassifier",
+    "FIVarNet",
+    "FeatureVarNet",
     "InputSpec",
     "ModelEntry",
     "NormUnet",
@@ -73,6 +78,22 @@ register(
         "n_resgroups": 1,
         "n_resblocks": 1,
         "reduction": 4,
+    },
+)
+register(
+    "feature_varnet",
+    FeatureVarNet,
+    recipe="snu2025_feature_varnet_lska",
+    tiny={
+        "cascade_counts": [1, 1, 1],
+        "feature_chans": 4,
+        "unet_chans": 4,
+        "unet_pools": 2,
+        "image_chans": 4,
+        "image_pools": 2,
+        "sens_chans": 2,
+        "sens_pools": 2,
+        "lska_levels": 1,
     },
 )
 register(

@@ -13,6 +13,11 @@ caches it), and the refiner is an :class:`~kspacelab.models.rcan.RCAN`.
 * **Frozen first stage** (``freeze_first_stage``): no gradients, always in eval mode, run under ``no_grad`` (no
   stored activations). ``init_from`` names a checkpoint whose weights the first stage starts from (read by the
   trainer, not by the constructor, so a trained two-stage checkpoint loads without that file).
+* **First-stage cache** (``first_stage_cache``, entries; 0 = off): a frozen first stage is a fixed function of its
+  inputs, so its images are kept in memory (least recently used dropped first), keyed by the content of the
+  k-space, the mask, the centre-block length and the output size. Training on files' fixed masks then runs the
+  first stage once per slice instead of once per step. The cache empties whenever the first stage's weights are
+  loaded or the model moves to another device or dtype.
 * **Self-ensemble in the image domain** (:meth:`reconstruct_ensemble`, ``reconstruct --tta``): the first stage runs
   once; the refiner runs on each member of ``ensemble`` (``identity``, ``hflip``, ``rot180``, ``hflip_rot180``) of
   the input pair, each output is transformed back, and the outputs are averaged.
@@ -20,6 +25,8 @@ caches it), and the refiner is an :class:`~kspacelab.models.rcan.RCAN`.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,6 +64,18 @@ ENSEMBLE_MEMBERS: dict[str, tuple[_Transform, _Transform]] = {
 _CLASSICAL = ("grappa", "sense", "cs", "zero-filled")
 
 
+def _cache_key(sample: ReconSample, size: Sequence[int]) -> str:
+    """Digest of everything a frozen first stage reads: k-space, mask, centre-block length, output size."""
+    digest = hashlib.blake2b(digest_size=20)
+    for tensor in (sample.masked_kspace, sample.mask):
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype}{tensor.device}".encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    low = sample.num_low_frequencies
+    lows = low.tolist() if isinstance(low, torch.Tensor) else low
+    digest.update(f"{lows}|{tuple(int(s) for s in size)}".encode())
+    return digest.hexdigest()
+
+
 class RefinedModel(ReconModel):
     """First stage + RCAN refiner on ``[first-stage image, second image]``; see the module docstring."""
 
@@ -77,6 +96,7 @@ class RefinedModel(ReconModel):
         use_checkpoint: bool = False,
         inplace: bool = True,
         ensemble: Sequence[str] = ("identity", "hflip"),
+        first_stage_cache: int = 0,
     ) -> None:
         """Args:
         first_stage: registry name of a multi-coil reconstruction model.
@@ -89,6 +109,8 @@ class RefinedModel(ReconModel):
         n_feats, n_resgroups, n_resblocks, reduction, res_scale, bottleneck, use_checkpoint, inplace: the RCAN's
             (:class:`~kspacelab.models.rcan.RCAN`).
         ensemble: self-ensemble members for :meth:`reconstruct_ensemble` (1 to 4 of :data:`ENSEMBLE_MEMBERS`).
+        first_stage_cache: first-stage images kept in memory when the first stage is frozen (0: none); each
+            costs ``B x h x w`` floats (590 KB for one 384 x 384 slice).
         """
         super().__init__()
         entry = model_entry(first_stage)
@@ -98,6 +120,8 @@ class RefinedModel(ReconModel):
             raise ValueError(
                 f"classical_fallback must be one of {', '.join(_CLASSICAL)}, got {classical_fallback!r}"
             )
+        if first_stage_cache < 0:
+            raise ValueError(f"first_stage_cache must be >= 0, got {first_stage_cache}")
         members = list(ensemble)
         unknown = [m for m in members if m not in ENSEMBLE_MEMBERS]
         if not members or unknown or len(set(members)) != len(members):
@@ -131,6 +155,13 @@ class RefinedModel(ReconModel):
         if freeze_first_stage:
             self.first_stage.requires_grad_(False)
             self.first_stage.eval()
+        self.first_stage_cache = first_stage_cache if freeze_first_stage else 0
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.first_stage.register_load_state_dict_post_hook(lambda module, keys: self._cache.clear())
+
+    def _apply(self, fn: Any, recurse: bool = True) -> RefinedModel:  # .to(), .cuda(), .double(), ...
+        self._cache.clear()
+        return super()._apply(fn, recurse)
 
     def train(self, mode: bool = True) -> RefinedModel:
         """As :meth:`torch.nn.Module.train`, but a frozen first stage stays in eval mode."""
@@ -154,10 +185,19 @@ class RefinedModel(ReconModel):
 
     def first_stage_image(self, sample: ReconSample, size: Sequence[int]) -> torch.Tensor:
         """``(B, h, w)`` image of the first stage (no graph kept when it is frozen)."""
-        if self.freeze_first_stage:
-            with torch.no_grad():
-                return self.first_stage.reconstruct(sample, size)  # type: ignore[operator]
-        return self.first_stage.reconstruct(sample, size)  # type: ignore[operator]
+        if not self.freeze_first_stage:
+            return self.first_stage.reconstruct(sample, size)  # type: ignore[operator]
+        key = _cache_key(sample, size) if self.first_stage_cache else ""
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        with torch.no_grad():
+            image = self.first_stage.reconstruct(sample, size)  # type: ignore[operator]
+        if key:
+            self._cache[key] = image
+            while len(self._cache) > self.first_stage_cache:
+                self._cache.popitem(last=False)
+        return image
 
     def refine(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """``first + refiner([first, second])`` with the normalisation of the module docstring; ``(B, h, w)``."""
