@@ -127,6 +127,8 @@ def test_train_cli_writes_checkpoints_config_and_logs(first_run: Path) -> None:
     assert any(r.get("train/loss") for r in rows)
     ssim = [float(r["val/ssim"]) for r in rows if r.get("val/ssim")]
     assert len(ssim) == 1 and 0.0 < ssim[0] < 1.0
+    seconds = [float(r["time/train_s"]) for r in rows if r.get("time/train_s")]
+    assert len(seconds) == 1 and seconds[0] > 0  # training time beside the validation score
 
 
 def test_load_model_equals_module_model(first_run: Path, tiny_root: Path) -> None:

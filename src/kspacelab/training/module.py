@@ -4,13 +4,15 @@
 leaderboard SSIM loss (:func:`kspacelab.metrics.masked_ssim_loss`, optionally ``sqrt``-area weighted, plus a
 normalised L1 term); validation scores every slice with the leaderboard metric itself
 (:func:`kspacelab.metrics.leaderboard_ssim_volume`, float64) and logs it per acceleration (as the leaderboard:
-slices pooled, unweighted). Every constructor argument is a plain type, so a checkpoint's ``hyper_parameters``
+slices pooled, unweighted), beside ``time/train_s``: the wall seconds this process has spent in training batches
+so far (validation excluded), for learning curves against time. Every constructor argument is a plain type, so a checkpoint's ``hyper_parameters``
 load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -185,6 +187,8 @@ class ReconModule(L.LightningModule):
         except ValueError as err:
             raise KspacelabError(f"model.crop_height: {err}") from None
         self._val_records: list[tuple[str, int, int, float]] = []
+        self._train_seconds = 0.0
+        self._batch_start = 0.0
 
     # -- forward and loss -------------------------------------------------------------------------------
     def forward(self, batch: ReconSample) -> torch.Tensor:
@@ -300,6 +304,12 @@ class ReconModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
         return loss
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._train_seconds += time.perf_counter() - self._batch_start
+
     # -- validation -------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_records = []
@@ -350,6 +360,7 @@ class ReconModule(L.LightningModule):
         for acc, value in sorted(means.items()):
             self.log(f"val/ssim_{challenge.acc_folder(acc)}", value, sync_dist=True)
         self.log(MONITOR, math.fsum(means.values()) / len(means), prog_bar=True, sync_dist=True)
+        self.log("time/train_s", self._train_seconds, sync_dist=True)
         self._val_records = []
 
     # -- optimisation -----------------------------------------------------------------------------------
