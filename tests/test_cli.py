@@ -105,6 +105,8 @@ def test_demo_end_to_end_on_tiny_preset(tmp_path: Path, capsys: pytest.CaptureFi
         assert kwargs["first_stage_kwargs"]["num_cascades"] == 1 and refiner["data"][
             "only_accelerations"
         ] == [acc]
+    for split in ("train", "val"):  # the refiners' CS images, computed before training (and cached)
+        assert sorted((tmp_path / "demo" / "recon" / f"cs_{split}").rglob("*.h5"))
     for figure in ("comparison.png", "dataset.png"):
         path = tmp_path / "demo" / "figures" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

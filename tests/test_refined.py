@@ -105,6 +105,20 @@ def test_untrained_refiner_returns_the_first_stage_image(tiny_root: Path) -> Non
         assert torch.equal(model.reconstruct_ensemble(sample), first)
 
 
+def test_untrained_refiner_on_the_second_image_returns_the_second_image(tiny_root: Path) -> None:
+    torch.manual_seed(2)
+    model = RefinedModel(first_stage_kwargs=TINY_VARNET, n_feats=8, n_resgroups=1, n_resblocks=1, reduction=4,
+                         residual_base="second_image")  # fmt: skip
+    sample = _sample(tiny_root, model)
+    assert sample.extra_images is not None
+    with torch.no_grad():
+        assert torch.equal(model.reconstruct(sample), sample.extra_images[:, -1])
+        torch.nn.init.normal_(model.refiner.tail.weight, std=0.1)  # a trained refiner changes it
+        assert not torch.equal(model.reconstruct(sample), sample.extra_images[:, -1])
+    with pytest.raises(ValueError, match="residual_base"):
+        RefinedModel(first_stage_kwargs=TINY_VARNET, residual_base="both")
+
+
 def test_frozen_first_stage_is_unchanged_by_training_and_keeps_no_graph(tiny_root: Path) -> None:
     torch.manual_seed(3)
     model = RefinedModel(first_stage_kwargs=TINY_VARNET, n_feats=8, n_resgroups=1, n_resblocks=1, reduction=4)
@@ -292,3 +306,27 @@ def test_second_image_falls_back_to_the_classical_method(
     kspace, mask = formats.read_kspace_slice(volume.kspace_path, 0)
     expected = classical_cache.METHODS["zero-filled"](kspace * mask[None, None, :], mask, computed.shape[-2:])  # type: ignore[union-attr]
     np.testing.assert_array_equal(computed[0].numpy(), expected)  # type: ignore[index]
+
+
+def test_reconstruct_sense_fills_the_cache_that_second_images_read(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`reconstruct --method sense` keeps its slices in the classical cache: a second `reconstruct` and a refiner's
+    SENSE second images of the same slices are read from it, not recomputed."""
+    from kspacelab.inference import ReconOptions, reconstruct_dataset
+
+    monkeypatch.setenv(classical_cache.CACHE_ENV, str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root / "val" / "kspace", data / "kspace")
+    first = reconstruct_dataset(data, tmp_path / "sense1", "sense", ReconOptions(progress=False))
+    entries = sorted((tmp_path / "cache").rglob("*_sense_*.npy"))
+    assert len(entries) == first.slices > 0
+
+    def refuse(*args: object) -> np.ndarray:
+        raise AssertionError("recomputed instead of read from the cache")
+
+    monkeypatch.setitem(classical_cache.METHODS, "sense", refuse)
+    reconstruct_dataset(data, tmp_path / "sense2", "sense", ReconOptions(progress=False))
+    for out in sorted((tmp_path / "sense1").rglob("*.h5")):
+        again = tmp_path / "sense2" / out.relative_to(tmp_path / "sense1")
+        np.testing.assert_array_equal(formats.read_reconstruction(out), formats.read_reconstruction(again))

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from kspacelab import challenge, formats, physics
 from kspacelab.classical import METHODS, METHODS_NEEDING_ACS, ClassicalMethod
 from kspacelab.classical.grappa import detect_acs
+from kspacelab.data import classical_cache
 from kspacelab.data.transforms import SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import ReconSample
@@ -116,8 +117,15 @@ def output_size(volume: formats.Volume, crop: int | None) -> tuple[int, int]:
     return (DEFAULT_CROP, DEFAULT_CROP)
 
 
+#: slow classical methods whose slices ``reconstruct`` keeps in the classical cache
+#: (:mod:`kspacelab.data.classical_cache`), shared with the second images of two-stage models
+CACHED_METHODS = ("sense", "cs")
+
+
 def _classical_slice(method: str, path: str, index: int, size: tuple[int, int]) -> np.ndarray:
-    """One slice with a classical method (also the job of a worker process)."""
+    """One slice with a classical method (also the job of a worker process); SENSE and CS go through the cache."""
+    if method in CACHED_METHODS:
+        return classical_cache.classical_slice(path, index, method, size)
     kspace, mask = formats.read_kspace_slice(path, index)
     return CLASSICAL_METHODS[method](kspace * mask[None, None, :], mask, size)
 

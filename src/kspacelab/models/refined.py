@@ -6,10 +6,11 @@ model (``first_stage``, ``first_stage_kwargs``), the second image is an image da
 default ``image_grappa``; where the file lacks it the data pipeline computes ``InputSpec.classical_fallback`` and
 caches it), and the refiner is an :class:`~kspacelab.models.rcan.RCAN`.
 
-* **Residual**: the refiner's output is added to the first-stage image and its last convolution starts at zero, so
-  an untrained refiner returns the first-stage image exactly.
-* **Normalisation at the start and the end only**: both input images are divided by the first-stage image's
-  per-slice mean and standard deviation (one pair for the stack); the refiner's output is multiplied back.
+* **Residual**: the refiner's output is added to the base image, the first-stage image (``residual_base:
+  first_stage``, the team's) or the second image (``second_image``, for when the classical image is the stronger
+  one), and its last convolution starts at zero, so an untrained refiner returns the base image exactly.
+* **Normalisation at the start and the end only**: both input images are normalised by the base image's per-slice
+  mean and standard deviation (one pair for the stack); the refiner's output is multiplied back.
 * **Frozen first stage** (``freeze_first_stage``): no gradients, always in eval mode, run under ``no_grad`` (no
   stored activations). ``init_from`` names a checkpoint whose weights the first stage starts from (read by the
   trainer, not by the constructor, so a trained two-stage checkpoint loads without that file).
@@ -62,6 +63,7 @@ ENSEMBLE_MEMBERS: dict[str, tuple[_Transform, _Transform]] = {
     "hflip_rot180": (lambda x: x.flip(-2), lambda x: x.flip(-2)),  # h-flip then 180-degree turn = v-flip
 }
 _CLASSICAL = ("grappa", "sense", "cs", "zero-filled")
+_RESIDUAL_BASES = ("first_stage", "second_image")
 
 
 def _cache_key(sample: ReconSample, size: Sequence[int]) -> str:
@@ -97,6 +99,7 @@ class RefinedModel(ReconModel):
         inplace: bool = True,
         ensemble: Sequence[str] = ("identity", "hflip"),
         first_stage_cache: int = 0,
+        residual_base: str = "first_stage",
     ) -> None:
         """Args:
         first_stage: registry name of a multi-coil reconstruction model.
@@ -111,6 +114,7 @@ class RefinedModel(ReconModel):
         ensemble: self-ensemble members for :meth:`reconstruct_ensemble` (1 to 4 of :data:`ENSEMBLE_MEMBERS`).
         first_stage_cache: first-stage images kept in memory when the first stage is frozen (0: none); each
             costs ``B x h x w`` floats (590 KB for one 384 x 384 slice).
+        residual_base: the image the refiner's residual is added to, ``first_stage`` or ``second_image``.
         """
         super().__init__()
         entry = model_entry(first_stage)
@@ -119,6 +123,10 @@ class RefinedModel(ReconModel):
         if classical_fallback not in _CLASSICAL:
             raise ValueError(
                 f"classical_fallback must be one of {', '.join(_CLASSICAL)}, got {classical_fallback!r}"
+            )
+        if residual_base not in _RESIDUAL_BASES:
+            raise ValueError(
+                f"residual_base must be one of {', '.join(_RESIDUAL_BASES)}, got {residual_base!r}"
             )
         if first_stage_cache < 0:
             raise ValueError(f"first_stage_cache must be >= 0, got {first_stage_cache}")
@@ -134,6 +142,7 @@ class RefinedModel(ReconModel):
         self.second_image = second_image
         self.classical_fallback = classical_fallback
         self.ensemble = members
+        self.residual_base = residual_base
         self.refiner = RCAN(
             in_chans=2,
             out_chans=1,
@@ -148,7 +157,7 @@ class RefinedModel(ReconModel):
         )
         with (
             torch.no_grad()
-        ):  # the refiner's residual starts at zero: untrained, the output is the first stage's
+        ):  # the refiner's residual starts at zero: untrained, the output is the base image
             self.refiner.tail.weight.zero_()
             if self.refiner.tail.bias is not None:
                 self.refiner.tail.bias.zero_()
@@ -200,11 +209,13 @@ class RefinedModel(ReconModel):
         return image
 
     def refine(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """``first + refiner([first, second])`` with the normalisation of the module docstring; ``(B, h, w)``."""
-        mean = first.mean(dim=(-2, -1), keepdim=True)
-        std = first.std(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(first.dtype).tiny)
-        stack = torch.stack(((first - mean) / std, (second.to(first.dtype) - mean) / std), dim=1)
-        return first + self.refiner(stack)[:, 0] * std
+        """``base + refiner([first, second])`` with the normalisation of the module docstring; ``(B, h, w)``."""
+        second = second.to(first.dtype)
+        base = first if self.residual_base == "first_stage" else second
+        mean = base.mean(dim=(-2, -1), keepdim=True)
+        std = base.std(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(base.dtype).tiny)
+        stack = torch.stack(((first - mean) / std, (second - mean) / std), dim=1)
+        return base + self.refiner(stack)[:, 0] * std
 
     def _inputs(self, sample: ReconSample, size: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
         out = tuple(size) if size is not None else sample.output_size()
