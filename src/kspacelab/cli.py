@@ -152,10 +152,24 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kspacelab.evaluation import check_json_path, evaluate_leaderboard, write_json
+    from kspacelab.evaluation import check_json_path, evaluate_leaderboard, evaluate_snu2026, write_json
 
     if args.json:
         check_json_path(args.json)  # before the evaluation: never replace an input or a foreign file
+    if args.metric == "snu2026":
+        scores = evaluate_snu2026(args.leaderboard, args.recon, progress=not args.quiet)
+        print(scores.table())
+        for name, value in (
+            ("SSIM_full", scores.ssim_full),
+            ("SSIM_bbox", scores.ssim_bbox),
+            ("quality", scores.quality),
+        ):
+            if value is not None:
+                print(f"{name}: {value:.4f}")
+        if args.json:
+            write_json(scores, args.json)
+            print(f"wrote {args.json}")
+        return 0
     result = evaluate_leaderboard(args.leaderboard, args.recon, progress=not args.quiet)
     print(result.table())
     for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
@@ -349,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--recon", type=Path, required=True, help="folder with acc4/, acc8/ reconstructions (or flat)"
+    )
+    ev.add_argument(
+        "--metric",
+        choices=["snu2025", "snu2026"],
+        default="snu2025",
+        help="snu2025: the leaderboard SSIM (default); snu2026: SSIM_full over the foreground pixels and SSIM_bbox "
+        "in the image files' lesion boxes (attrs['annotations']), quality = their mean",
     )
     ev.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")

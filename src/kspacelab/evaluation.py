@@ -202,9 +202,126 @@ def check_json_path(path: str | Path) -> None:
         raise formats.write_error(path, err) from err
 
 
-def write_json(result: LeaderboardResult, path: str | Path) -> None:
+def write_json(result: LeaderboardResult | Snu2026Result, path: str | Path) -> None:
     """Write the result as JSON, atomically (:func:`kspacelab.formats.atomic_text`: a temporary name, renamed;
     the temporary is removed on any failure). Refuses what :func:`check_json_path` refuses; an OS error (read-only
     folder, disk full) is a one-line KspacelabError."""
     check_json_path(path)
     formats.atomic_text(path, json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The 2026 challenge's two SSIMs
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class Snu2026Result:
+    """Scores of the 2026 challenge: per acceleration folder the mean SSIM_full over slices (slices with an empty
+    foreground mask skipped) and the mean SSIM_bbox over lesion boxes (boxes under 7 pixels skipped)."""
+
+    full: dict[str, float] = field(default_factory=dict)  # group -> mean SSIM_full
+    bbox: dict[str, float] = field(default_factory=dict)  # group -> mean SSIM_bbox (groups with boxes only)
+    slices: dict[str, int] = field(default_factory=dict)  # group -> slices scored
+    boxes: dict[str, int] = field(default_factory=dict)  # group -> boxes scored
+
+    @staticmethod
+    def _leaderboard(values: dict[str, float]) -> float | None:
+        groups = [g for g in ACCELERATION_FOLDERS if g in values]
+        if len(groups) == len(ACCELERATION_FOLDERS):
+            return sum(values[g] for g in groups) / len(groups)
+        return next(iter(values.values())) if len(values) == 1 else None
+
+    @property
+    def ssim_full(self) -> float | None:
+        """Mean of acc4 and acc8 (or the single folder's value)."""
+        return self._leaderboard(self.full)
+
+    @property
+    def ssim_bbox(self) -> float | None:
+        """Mean of acc4 and acc8 (or the single folder's value); None without scored boxes."""
+        return self._leaderboard(self.bbox)
+
+    @property
+    def quality(self) -> float | None:
+        """``(SSIM_full + SSIM_bbox) / 2``; None when either is missing."""
+        full, bbox = self.ssim_full, self.ssim_bbox
+        return None if full is None or bbox is None else (full + bbox) / 2
+
+    def to_json_dict(self) -> dict[str, object]:
+        """JSON-ready dict (``metric``, ``ssim_full``, ``ssim_bbox``, ``quality``, per folder, counts; ``total`` is
+        the quality, so the file is recognised as a scores file)."""
+        return {
+            "metric": "snu2026",
+            "ssim_full": self.ssim_full,
+            "ssim_bbox": self.ssim_bbox,
+            "quality": self.quality,
+            "total": self.quality,
+            "full": dict(self.full),
+            "bbox": dict(self.bbox),
+            "slices": dict(self.slices),
+            "boxes": dict(self.boxes),
+            "per_volume": [],
+        }
+
+    def table(self, decimals: int = 4) -> str:
+        """A Markdown table: SSIM_full and SSIM_bbox per folder and their leaderboard means, then the quality."""
+        groups = [g for g in (*ACCELERATION_FOLDERS, "") if g in self.full]
+        labels = [g or "all" for g in groups]
+        lines = ["| | " + " | ".join(labels) + " | leaderboard |", "|---|" + "---|" * (len(groups) + 1)]
+        for name, values, overall in (
+            ("SSIM_full", self.full, self.ssim_full),
+            ("SSIM_bbox", self.bbox, self.ssim_bbox),
+        ):
+            cells = [_fmt(values.get(g), decimals) for g in groups]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(overall, decimals)} |")
+        counts = ", ".join(
+            f"{g or 'all'}: {self.slices.get(g, 0)} slices, {self.boxes.get(g, 0)} boxes" for g in groups
+        )
+        lines.append(f"\nscored: {counts}")
+        if self.quality is not None:
+            lines.append(f"\n**quality = (SSIM_full + SSIM_bbox) / 2 = {self.quality:.{decimals}f}**")
+        return "\n".join(lines)
+
+
+def evaluate_snu2026(leaderboard: str | Path, recon: str | Path, progress: bool = True) -> Snu2026Result:
+    """Score every target volume under ``leaderboard`` with the 2026 challenge's SSIM_full and SSIM_bbox
+    (:func:`kspacelab.metrics.snu2026_full_ssim`, :func:`kspacelab.metrics.snu2026_box_ssim`), boxes from the
+    image files' ``attrs['annotations']`` (:func:`kspacelab.formats.read_annotations`). Same layouts and file
+    checks as :func:`evaluate_leaderboard`; a bad annotation is a one-line DataFormatError naming the file."""
+    leaderboard, recon = Path(leaderboard), Path(recon)
+    if not recon.is_dir():
+        raise DataFormatError(recon, "reconstruction folder does not exist")
+    jobs = [
+        (group, target, (recon / group if group else recon) / target.name)
+        for group, image_dir in _target_groups(leaderboard)
+        for target in _image_files(image_dir)
+    ]
+    for _, target_path, recon_path in jobs:
+        if not recon_path.is_file():
+            raise DataFormatError(recon_path, "reconstruction file is missing")
+        formats.validate_image_file(target_path)
+        formats.read_annotations(target_path)  # every annotation checked before the first score
+    full: dict[str, list[float]] = {}
+    bbox: dict[str, list[float]] = {}
+    for group, target_path, recon_path in tqdm(jobs, desc="evaluate", unit="vol", disable=not progress):
+        target = formats.read_image_volume(target_path, "image_label")
+        max_value = float(formats.read_image_attrs(target_path)["max"])
+        anatomy = formats.anatomy_from_name(target_path.name)
+        boxes = formats.read_annotations(target_path)
+        reconstruction = formats.read_reconstruction(recon_path, expected_shape=tuple(target.shape))
+        full.setdefault(group, [])
+        for index in range(target.shape[0]):
+            score = metrics.snu2026_full_ssim(reconstruction[index], target[index], max_value, anatomy)
+            if score is not None:
+                full[group].append(score)
+            for box in boxes.get(index, []):
+                value = metrics.snu2026_box_ssim(
+                    reconstruction[index], target[index], max_value, (box.x, box.y, box.width, box.height)
+                )
+                if value is not None:
+                    bbox.setdefault(group, []).append(value)
+    return Snu2026Result(
+        full={g: float(np.mean(v)) for g, v in full.items() if v},
+        bbox={g: float(np.mean(v)) for g, v in bbox.items() if v},
+        slices={g: len(v) for g, v in full.items()},
+        boxes={g: len(bbox.get(g, [])) for g in full},
+    )

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import operator
 import os
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import h5py
 import numpy as np
@@ -40,6 +41,7 @@ from kspacelab.errors import DataFormatError, KspacelabError
 
 __all__ = [
     "ISMRMRD_NAMESPACE",
+    "Box",
     "NyuInfo",
     "OutputSet",
     "Volume",
@@ -54,6 +56,7 @@ __all__ = [
     "is_reconstruction_file",
     "kspace_shape",
     "natural_key",
+    "read_annotations",
     "read_image_attrs",
     "read_image_slice",
     "read_image_volume",
@@ -65,6 +68,7 @@ __all__ = [
     "validate_image_file",
     "validate_kspace_file",
     "validate_pair",
+    "write_annotations",
     "write_error",
     "write_image_file",
     "write_kspace_file",
@@ -536,6 +540,106 @@ def read_image_attrs(path: StrPath) -> dict[str, float]:
             label = np.asarray(_image_dataset(f, "image_label", path)[()], dtype=np.float64)
             out["norm"] = float(np.linalg.norm(label.ravel()))
     return out
+
+
+class Box(NamedTuple):
+    """A lesion box of the 2026 challenge's ``attrs['annotations']``: pixels of the 384 x 384 image space, ``x``
+    along columns and ``y`` along rows from the top-left corner."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    label: str = ""
+
+
+def _parse_annotations(raw: Any, path: StrPath, slices: int, shape: tuple[int, int]) -> dict[int, list[Box]]:
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    raw = _attr_scalar(raw)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not isinstance(raw, str):
+        raise _error(path, f"attrs['annotations'] must be a JSON string, got {type(raw).__name__}")
+    try:
+        data = json.loads(raw)
+    except ValueError as err:
+        raise _error(path, f"attrs['annotations'] is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise _error(path, "attrs['annotations'] must map slice indices to lists of boxes")
+    height, width = shape
+    out: dict[int, list[Box]] = {}
+    for key, boxes in data.items():
+        try:
+            index = int(key)
+        except ValueError:
+            raise _error(path, f"attrs['annotations']: slice key {key!r} is not an integer") from None
+        if not 0 <= index < slices:
+            raise _error(
+                path, f"attrs['annotations']: slice {index} out of range (the file has {slices} slices)"
+            )
+        if not isinstance(boxes, list):
+            raise _error(path, f"attrs['annotations'][{key!r}] must be a list of boxes")
+        parsed = []
+        for box in boxes:
+            fields = ("x", "y", "width", "height")
+            if not isinstance(box, dict) or any(
+                isinstance(box.get(f), bool) or not isinstance(box.get(f), (int, float)) for f in fields
+            ):
+                raise _error(
+                    path, f"attrs['annotations'][{key!r}]: a box needs numeric x, y, width, height: {box!r}"
+                )
+            x, y, w, h = (float(box[f]) for f in fields)
+            if not all(np.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+                raise _error(
+                    path,
+                    f"attrs['annotations'][{key!r}]: box with a non-positive or non-finite size: {box!r}",
+                )
+            if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+                raise _error(
+                    path,
+                    f"attrs['annotations'][{key!r}]: box {box!r} lies outside the {height} x {width} image",
+                )
+            parsed.append(Box(x, y, w, h, str(box.get("label", ""))))
+        out[index] = parsed
+    return out
+
+
+def read_annotations(path: StrPath) -> dict[int, list[Box]]:
+    """The lesion boxes of an image file (``attrs['annotations']``, the 2026 challenge), validated against the
+    file's ``image_label``: slice index -> boxes; ``{}`` when the file has none.
+
+    Raises:
+        DataFormatError: one line naming the file: not JSON, not a mapping of slice indices to box lists, a slice
+            out of range, a box without numeric ``x, y, width, height``, of non-positive size, or entirely outside
+            the image (a box partly outside is kept; the metric clips it).
+    """
+    with _open_read(path) as f:
+        if "annotations" not in f.attrs:
+            return {}
+        label = _image_dataset(f, "image_label", path)
+        return _parse_annotations(f.attrs["annotations"], path, int(label.shape[0]), tuple(label.shape[-2:]))
+
+
+def write_annotations(path: StrPath, annotations: Mapping[int, Sequence[Box]]) -> None:
+    """Store ``annotations`` in an existing image file's ``attrs['annotations']`` (the format :func:`read_annotations`
+    reads; validated first, so a bad box never reaches the file)."""
+    text = json.dumps(
+        {
+            str(int(k)): [
+                {"x": b.x, "y": b.y, "width": b.width, "height": b.height, "label": b.label} for b in v
+            ]
+            for k, v in sorted(annotations.items())
+        }
+    )
+    with _open_read(path) as f:
+        label = _image_dataset(f, "image_label", path)
+        _parse_annotations(text, path, int(label.shape[0]), tuple(label.shape[-2:]))
+    try:
+        with h5py.File(path, "r+") as f:
+            f.attrs["annotations"] = text
+    except OSError as err:
+        raise write_error(path, err) from err
 
 
 def read_reconstruction(path: StrPath, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:

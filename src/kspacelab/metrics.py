@@ -36,6 +36,8 @@ __all__ = [
     "masked_ssim_loss",
     "nmse",
     "psnr",
+    "snu2026_box_ssim",
+    "snu2026_full_ssim",
     "ssim",
     "ssim_per_slice",
 ]
@@ -152,6 +154,7 @@ def ssim_per_slice(
     target: torch.Tensor,
     max_value: float | torch.Tensor,
     mask: torch.Tensor | None = None,
+    return_map: bool = False,
 ) -> torch.Tensor:
     """Masked SSIM per slice, as defined by the SNU leaderboard (and fastMRI's ``SSIMLoss``).
 
@@ -168,6 +171,7 @@ def ssim_per_slice(
         max_value: data range ``m`` (same intensity units as the images), a Python scalar or a tensor
             broadcastable to the leading shape ``(...)`` (e.g. ``(B,)``, one value per slice); positive.
         mask: optional foreground mask, same shape as the images, bool (or 0/1 real).
+        return_map: return the SSIM map of the valid region, ``(..., H - 6, W - 6)``, instead of its mean.
 
     Returns:
         SSIM per slice, shape ``(...)`` (``(B,)`` for ``(B, H, W)`` input, 0-d for ``(H, W)``), in the dtype
@@ -214,6 +218,8 @@ def ssim_per_slice(
     numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
     denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
     ssim_map = numerator / denominator
+    if return_map:
+        return ssim_map.reshape(*lead, h - SSIM_WIN_SIZE + 1, w - SSIM_WIN_SIZE + 1)
     return ssim_map.mean(dim=(-2, -1)).reshape(lead)
 
 
@@ -360,6 +366,76 @@ def leaderboard_ssim_volume(
     """
     scores = _leaderboard_scores(recon, target, max_value, anatomy, ndim=3)
     return scores.cpu().numpy().astype(np.float64, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# SNU 2026 (knee only): SSIM over the foreground mask's pixels and SSIM in lesion boxes
+# ----------------------------------------------------------------------------------------------------
+_HALF_WIN = SSIM_WIN_SIZE // 2
+
+
+def snu2026_full_ssim(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    max_value: float | np.ndarray | torch.Tensor,
+    anatomy: str = "knee",
+) -> float | None:
+    """SSIM_full of one slice as the 2026 challenge scores it, in float64.
+
+    The SSIM map of ``(recon * M, target * M)`` (7 x 7 uniform window, unbiased covariance, valid region, K1 0.01,
+    K2 0.03, data range ``max_value``), ``M`` the leaderboard foreground mask of ``target``, averaged over the
+    mask's pixels in the valid region: ``sum(map * M_v) / sum(M_v)`` with ``M_v = M[3:-3, 3:-3]``.
+
+    Returns:
+        the score, or None for a slice whose valid-region mask is empty (the challenge skips it).
+    """
+    _threshold(anatomy)
+    if tuple(recon.shape) != tuple(target.shape) or recon.ndim != 2:
+        raise ValueError(
+            f"expected two (H, W) images of one shape, got {tuple(recon.shape)} and {tuple(target.shape)}"
+        )
+    data_range = _as_data_range(max_value)
+    mask = foreground_mask(target, anatomy)
+    mask_t = (torch.from_numpy(mask) if isinstance(mask, np.ndarray) else mask).to(torch.float64)
+    r = _as_float64_tensor(recon, "recon")
+    t = _as_float64_tensor(target, "target").to(r.device)
+    mask_t = mask_t.to(r.device)
+    ssim_map = ssim_per_slice(r, t, data_range, mask=mask_t, return_map=True)
+    weights = mask_t[_HALF_WIN:-_HALF_WIN, _HALF_WIN:-_HALF_WIN]
+    total = float(weights.sum())
+    if total == 0:
+        return None
+    return float((ssim_map * weights).sum()) / total
+
+
+def snu2026_box_ssim(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    max_value: float | np.ndarray | torch.Tensor,
+    box: tuple[float, float, float, float],
+) -> float | None:
+    """SSIM_bbox of one lesion box as the 2026 challenge scores it, in float64.
+
+    ``box = (x, y, width, height)`` in pixels (x along columns, y along rows) is clipped to the image; the plain
+    mean of the SSIM map (same SSIM as :func:`snu2026_full_ssim`, no mask) of ``recon`` against ``target`` cropped
+    to the box.
+
+    Returns:
+        the score, or None when a side of the clipped box is under 7 pixels (the challenge skips the box).
+    """
+    if tuple(recon.shape) != tuple(target.shape) or recon.ndim != 2:
+        raise ValueError(
+            f"expected two (H, W) images of one shape, got {tuple(recon.shape)} and {tuple(target.shape)}"
+        )
+    height, width = recon.shape
+    x, y, w, h = (float(v) for v in box)
+    left, top = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    right, bottom = min(width, int(np.floor(x + w))), min(height, int(np.floor(y + h)))
+    if right - left < SSIM_WIN_SIZE or bottom - top < SSIM_WIN_SIZE:
+        return None
+    r = _as_float64_tensor(recon, "recon")[top:bottom, left:right]
+    t = _as_float64_tensor(target, "target").to(r.device)[top:bottom, left:right]
+    return float(ssim_per_slice(r, t, _as_data_range(max_value)))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""The 2026 challenge's scores: SSIM_full over the foreground pixels, SSIM_bbox in lesion boxes, annotations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from kspacelab import formats, metrics
+from kspacelab.cli import main
+from kspacelab.errors import DataFormatError
+from kspacelab.evaluation import evaluate_snu2026
+
+skimage_metrics = pytest.importorskip("skimage.metrics")
+
+MAX = 4e-4
+
+
+def _knee_slice(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A target with a textured foreground block (above the knee threshold 2e-5) in a dark frame, and a noisy
+    reconstruction of it."""
+    rng = np.random.default_rng(seed)
+    target = np.zeros((size, size))
+    target[30:66, 25:75] = 1e-4 + 2e-4 * rng.random((36, 50))
+    recon = np.clip(target + 3e-5 * rng.standard_normal(target.shape), 0, None)
+    return recon, target
+
+
+def _skimage_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
+    """Valid-region SSIM map by scikit-image (7 x 7 uniform window, sample covariance)."""
+    _, full = skimage_metrics.structural_similarity(
+        x, y, win_size=7, data_range=data_range, use_sample_covariance=True, gaussian_weights=False, full=True
+    )
+    return np.asarray(full)[3:-3, 3:-3]
+
+
+def _opencv_mask(target: np.ndarray) -> np.ndarray:
+    cv2 = pytest.importorskip("cv2")
+    kernel = np.ones((3, 3), np.uint8)
+    m = (target > 2e-5).astype(np.uint8)
+    m = cv2.erode(m, kernel, iterations=1)
+    m = cv2.dilate(m, kernel, iterations=15)
+    return cv2.erode(m, kernel, iterations=14).astype(bool)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_full_ssim_equals_an_independent_computation(seed: int) -> None:
+    recon, target = _knee_slice(seed)
+    mask = _opencv_mask(target)
+    ssim_map = _skimage_map(recon * mask, target * mask, MAX)
+    weights = mask[3:-3, 3:-3].astype(np.float64)
+    expected = float((ssim_map * weights).sum() / weights.sum())
+    got = metrics.snu2026_full_ssim(recon, target, MAX, "knee")
+    assert got == pytest.approx(expected, abs=1e-10)
+    # a weighted mean over the mask, not the plain mean of today's leaderboard SSIM
+    assert got != pytest.approx(metrics.leaderboard_ssim(recon, target, MAX, "knee"), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("box", "crop"),
+    [
+        ((30, 32, 20, 17), (slice(32, 49), slice(30, 50))),  # x = column, y = row
+        ((-5, 80, 40, 30), (slice(80, 96), slice(0, 35))),  # clipped to the image
+    ],
+)
+def test_box_ssim_equals_an_independent_computation(box: tuple, crop: tuple) -> None:
+    recon, target = _knee_slice(3)
+    expected = float(_skimage_map(recon[crop], target[crop], MAX).mean())
+    assert metrics.snu2026_box_ssim(recon, target, MAX, box) == pytest.approx(expected, abs=1e-10)
+
+
+def test_constructed_cases() -> None:
+    recon, target = _knee_slice(4)
+    assert metrics.snu2026_full_ssim(target, target, MAX) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.snu2026_box_ssim(target, target, MAX, (5, 5, 30, 30)) == pytest.approx(1.0, abs=1e-12)
+    dark = np.zeros_like(target)
+    assert metrics.snu2026_full_ssim(recon, dark, MAX) is None  # empty mask: the slice is skipped
+    assert metrics.snu2026_box_ssim(recon, target, MAX, (10, 10, 6, 30)) is None  # a side under 7: skipped
+    assert (
+        metrics.snu2026_box_ssim(recon, target, MAX, (92, 10, 20, 30)) is None
+    )  # 4 columns left after clipping
+    assert metrics.snu2026_box_ssim(recon, target, MAX, (89, 10, 20, 30)) is not None  # 7 columns left
+    with pytest.raises(ValueError, match="shape"):
+        metrics.snu2026_full_ssim(recon[:-1], target, MAX)
+
+
+# -------------------------------------------------------------------------------------- annotations
+
+
+def _image_file(tmp_path: Path, slices: int = 3, size: int = 96) -> Path:
+    path = tmp_path / "knee_acc4_1.h5"
+    label = np.stack([_knee_slice(i, size)[1] for i in range(slices)]).astype(np.float32)
+    formats.write_image_file(path, label, label, label, float(label.max()))
+    return path
+
+
+def test_annotations_round_trip(tmp_path: Path) -> None:
+    path = _image_file(tmp_path)
+    assert formats.read_annotations(path) == {}
+    boxes = {
+        0: [formats.Box(10, 12, 20, 17, "lesion")],
+        2: [formats.Box(-5, 50, 20, 30), formats.Box(1, 2, 30, 40)],
+    }
+    formats.write_annotations(path, boxes)
+    assert formats.read_annotations(path) == boxes
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["a"]', "must map slice indices"),
+        ('{"x": []}', "slice key 'x' is not an integer"),
+        ('{"3": []}', "slice 3 out of range"),
+        ('{"0": [{"x": 1, "y": 2, "width": "3", "height": 4}]}', "numeric x, y, width, height"),
+        ('{"0": [{"x": 1, "y": 2, "width": 0, "height": 4}]}', "non-positive"),
+        ('{"0": [{"x": 100, "y": 2, "width": 10, "height": 10}]}', "outside the 96 x 96 image"),
+        ('{"0": [{"x": -20, "y": 2, "width": 10, "height": 10}]}', "outside the 96 x 96 image"),
+    ],
+)
+def test_bad_annotations_are_one_line_errors(tmp_path: Path, raw: str, match: str) -> None:
+    path = _image_file(tmp_path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["annotations"] = raw
+    with pytest.raises(DataFormatError, match=match) as err:
+        formats.read_annotations(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(DataFormatError, match="outside"):  # the writer validates before touching the file
+        formats.write_annotations(_image_file(tmp_path / "w"), {0: [formats.Box(100, 0, 10, 10)]})
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def _leaderboard(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """A two-folder leaderboard of one knee volume each, with boxes, and noisy reconstructions."""
+    root, recon = tmp_path / "leaderboard", tmp_path / "recon"
+    recons = {}
+    for k, group in enumerate(("acc4", "acc8")):
+        (root / group / "image").mkdir(parents=True)
+        (recon / group).mkdir(parents=True)
+        path = _image_file(root / group / "image")
+        formats.write_annotations(path, {0: [formats.Box(30, 32, 20, 17)], 1: [formats.Box(30, 20, 5, 30)],
+                                         2: [formats.Box(40, 35, 25, 25), formats.Box(-5, 80, 40, 30)]})  # fmt: skip
+        label = formats.read_image_volume(path)
+        noise = np.random.default_rng(k).standard_normal(label.shape) * (1 + k) * 2e-5
+        noisy = np.clip(label + noise, 0, None).astype(np.float32)
+        formats.write_reconstruction(recon / group / path.name, noisy)
+        recons[group] = noisy
+    return root, recon, recons
+
+
+def test_evaluate_snu2026_pools_slices_and_boxes_per_acceleration(tmp_path: Path) -> None:
+    root, recon, recons = _leaderboard(tmp_path)
+    result = evaluate_snu2026(root, recon, progress=False)
+    for group in ("acc4", "acc8"):
+        path = root / group / "image" / "knee_acc4_1.h5"
+        label = formats.read_image_volume(path)
+        max_value = float(formats.read_image_attrs(path)["max"])
+        full = [metrics.snu2026_full_ssim(recons[group][i], label[i], max_value) for i in range(3)]
+        boxes = [
+            (0, (30, 32, 20, 17)),
+            (2, (40, 35, 25, 25)),
+            (2, (-5, 80, 40, 30)),
+        ]  # the 5-wide box is skipped
+        bbox = [metrics.snu2026_box_ssim(recons[group][i], label[i], max_value, b) for i, b in boxes]
+        assert result.full[group] == pytest.approx(np.mean(full), abs=1e-12)
+        assert result.bbox[group] == pytest.approx(np.mean(bbox), abs=1e-12)  # mean over boxes, not slices
+        assert result.slices[group] == 3 and result.boxes[group] == 3
+    assert result.ssim_full == pytest.approx((result.full["acc4"] + result.full["acc8"]) / 2)
+    assert result.quality == pytest.approx((result.ssim_full + result.ssim_bbox) / 2)  # type: ignore[operator]
+
+
+def test_evaluate_cli_snu2026_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, recon, _ = _leaderboard(tmp_path)
+    out = tmp_path / "scores.json"
+    argv = ["evaluate", "--leaderboard", str(root), "--recon", str(recon), "--metric", "snu2026"]
+    assert main([*argv, "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(out.read_text())
+    assert scores["metric"] == "snu2026" and f"quality: {scores['quality']:.4f}" in printed
+    assert scores["quality"] == pytest.approx((scores["ssim_full"] + scores["ssim_bbox"]) / 2)
+    # the default stays the 2025 leaderboard SSIM
+    assert main(["evaluate", "--leaderboard", str(root), "--recon", str(recon), "--quiet"]) == 0
+    assert "SSIM total" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    with h5py.File(bad / "acc8" / "image" / "knee_acc4_1.h5", "r+") as f:
+        f.attrs["annotations"] = '{"7": []}'
+    assert (
+        main(["evaluate", "--leaderboard", str(bad), "--recon", str(recon), "--metric", "snu2026", "--quiet"])
+        == 2
+    )
+    assert "slice 7 out of range" in capsys.readouterr().err
