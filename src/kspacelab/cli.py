@@ -51,6 +51,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        annotations=args.annotations,
     )
     print(f"wrote a {args.preset!r} SNU-layout dataset to {args.out} in {summary.seconds:.1f} s")
     return 0
@@ -222,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sim.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    sim.add_argument(
+        "--annotations",
+        action="store_true",
+        help="lesion boxes over bright structures in the knee-class image files (attrs['annotations'], the 2026 "
+        "challenge's format) for evaluate --metric snu2026",
+    )
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
 

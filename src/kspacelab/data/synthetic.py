@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kspacelab import formats
+from kspacelab import formats, metrics
 from kspacelab.challenge import (
     ACCELERATIONS,
     ANATOMIES,
     BRAIN,
+    KNEE,
     TARGET_SIZE,
     Anatomy,
     VolumeName,
@@ -332,6 +333,50 @@ def _jobs(preset: SimulationPreset, n_train: int) -> list[_Job]:
     return jobs
 
 
+#: Lesion-box rules of the 2026 challenge's annotations: sides over 16 pixels, a few boxes per slice.
+MIN_BOX_SIDE = 17
+MAX_BOXES_PER_SLICE = 3
+
+
+def structure_boxes(label: np.ndarray, anatomy: str = KNEE) -> list[formats.Box]:
+    """Boxes over the brightest structures of one ``(h, w)`` label slice, in the 2026 annotation format.
+
+    The structures are the connected components of the pixels above the 90th intensity percentile of the
+    leaderboard foreground; the largest :data:`MAX_BOXES_PER_SLICE` components of at least 20 pixels get their
+    bounding box, grown symmetrically to :data:`MIN_BOX_SIDE` pixels where smaller and kept inside the image.
+    Deterministic; ``[]`` for a slice without foreground or structures.
+    """
+    from scipy import ndimage
+
+    height, width = label.shape
+    foreground = metrics.foreground_mask(label, anatomy)
+    if not foreground.any():
+        return []
+    bright = foreground & (label > np.quantile(label[foreground], 0.9))
+    components, count = ndimage.label(bright)
+    if count == 0:
+        return []
+    sizes = np.bincount(components.ravel())[1:]
+    order = [int(i) for i in np.argsort(-sizes, kind="stable") if sizes[i] >= 20][:MAX_BOXES_PER_SLICE]
+    objects = ndimage.find_objects(components)
+    boxes = []
+    for index in order:
+        rows, cols = objects[index]
+        spans = []
+        for sl, size in ((rows, height), (cols, width)):
+            start, stop = sl.start, sl.stop
+            grow = max(0, MIN_BOX_SIDE - (stop - start))
+            start = max(0, start - grow // 2)
+            stop = min(size, max(stop, start + MIN_BOX_SIDE))
+            start = max(0, min(start, stop - MIN_BOX_SIDE))
+            spans.append((start, stop))
+        (top, bottom), (left, right) = spans
+        boxes.append(
+            formats.Box(float(left), float(top), float(right - left), float(bottom - top), "structure")
+        )
+    return boxes
+
+
 def simulate_dataset(
     out_dir: str | Path,
     preset: SimulationPreset | str = "demo",
@@ -339,6 +384,7 @@ def simulate_dataset(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    annotations: bool = False,
 ) -> SimulationSummary:
     """Write a synthetic dataset in the SNU layout::
 
@@ -359,6 +405,8 @@ def simulate_dataset(
         seed: dataset seed (>= 0); the same seed gives byte-identical arrays.
         progress: show a tqdm progress bar over volumes.
         overwrite: allow a non-empty ``out_dir``.
+        annotations: give the knee-class image files the 2026 challenge's ``attrs['annotations']``: boxes over
+            bright structures (:func:`structure_boxes`), so that ``evaluate --metric snu2026`` runs end to end.
 
     Returns:
         :class:`SimulationSummary`.
@@ -398,12 +446,11 @@ def simulate_dataset(
             formats.write_kspace_file(
                 outputs.claim(folder / "kspace" / f"{job.name}.h5"), kspace, volume.mask
             )
-            formats.write_image_file(
-                outputs.claim(folder / "image" / f"{job.name}.h5"),
-                volume.image_input,
-                volume.image_grappa,
-                volume.image_label,
-            )
+            image_path = outputs.claim(folder / "image" / f"{job.name}.h5")
+            formats.write_image_file(image_path, volume.image_input, volume.image_grappa, volume.image_label)
+            if annotations and job.anatomy == KNEE:
+                boxes = {i: structure_boxes(s, KNEE) for i, s in enumerate(volume.image_label)}
+                formats.write_annotations(image_path, {i: b for i, b in boxes.items() if b})
             split = job.split.split("/")[0]
             summary.files[split] = summary.files.get(split, 0) + 2
             summary.volumes[split] = summary.volumes.get(split, 0) + 1
