@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from kspacelab import challenge, physics
 
-__all__ = ["InputSpec", "ReconModel", "ReconSample", "check_config", "config_class"]
+__all__ = ["InputSpec", "ReconModel", "ReconSample", "check_config", "config_class", "maybe_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,14 @@ class ReconModel(nn.Module):
     def pretrained_parts(self) -> list[tuple[nn.Module, str]]:
         """``(submodule, checkpoint path)`` pairs the trainer loads before training starts (none by default)."""
         return []
+
+
+def maybe_checkpoint(function: Any, *args: Any, enabled: bool) -> Any:
+    """``function(*args)``; with ``enabled`` and gradients on, recomputed in the backward pass instead of storing
+    its activations (activation checkpointing, non-reentrant), the option every model's ``use_checkpoint`` sets."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(function, *args, use_reentrant=False)
+    return function(*args)
 
 
 def config_class(model_class: type[nn.Module]) -> type:

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from kspacelab import physics
-from kspacelab.models.base import ReconModel, ReconSample
+from kspacelab.models.base import ReconModel, ReconSample, maybe_checkpoint
 from kspacelab.models.lska import LSKA, LSKA_DECOMPOSITIONS
 from kspacelab.models.unet import ConvBlock, NormUnet, TransposeConvBlock
 from kspacelab.models.varnet import SensitivityModel, VarNetBlock
@@ -447,13 +446,6 @@ class FeatureVarNet(ReconModel):
         )
         self.decode_norm = nn.InstanceNorm2d(feature_chans)
 
-    def _run(self, block: nn.Module, *args: Any) -> torch.Tensor:
-        if self.use_checkpoint and torch.is_grad_enabled():
-            out: torch.Tensor = checkpoint(block, *args, use_reentrant=False)
-        else:
-            out = block(*args)
-        return out
-
     def full_image(
         self,
         masked_kspace: torch.Tensor,
@@ -474,11 +466,11 @@ class FeatureVarNet(ReconModel):
         ctx = _Context(sens_maps, means, variances, line_mask, k0, self._feature_crop(image, crop_size))
         features = self.encoder(image, means, variances)
         for block in self.cascades:
-            features = self._run(block, features, ctx)
+            features = maybe_checkpoint(block, features, ctx, enabled=self.use_checkpoint)
         decoded = _to_complex(self.decoder(self.decode_norm(features), means, variances))
         kspace = physics.sens_expand(decoded, sens_maps)
         for cascade in self.image_cascades:
-            kspace = self._run(cascade, kspace, k0, line_mask, sens_maps)
+            kspace = maybe_checkpoint(cascade, kspace, k0, line_mask, sens_maps, enabled=self.use_checkpoint)
         return physics.rss_complex(physics.ifft2c(kspace / self.kspace_mult_factor), dim=1)
 
     def _feature_crop(self, image: torch.Tensor, crop_size: Sequence[int] | None) -> tuple[int, int] | None:

@@ -36,10 +36,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from kspacelab import physics
-from kspacelab.models.base import InputSpec, ReconModel
+from kspacelab.models.base import InputSpec, ReconModel, maybe_checkpoint
 from kspacelab.models.promptmr_blocks import History, PromptUnet
 from kspacelab.physics import LowFreqs, broadcast_line_mask, keep_columns, low_frequency_window
 
@@ -234,10 +233,8 @@ class PromptSensitivityModel(nn.Module):
         else:
             batch = images.reshape(b * ac, 1, h, w)
         if self.per_coil:
-            ckpt = self.use_checkpoint and torch.is_grad_enabled()
             parts = [
-                checkpoint(self._denoise, item, use_reentrant=False) if ckpt else self._denoise(item)
-                for item in batch.split(1)
+                maybe_checkpoint(self._denoise, item, enabled=self.use_checkpoint) for item in batch.split(1)
             ]
             maps = torch.cat(parts)
         else:
@@ -394,12 +391,11 @@ class PromptMR(ReconModel):
         self, kspace: torch.Tensor, mask: torch.Tensor, num_low_frequencies: LowFreqs = None
     ) -> torch.Tensor:
         """Sensitivity maps ``(B, adj * C, H, W)`` complex of complex k-space and a ``(B, 1, 1, W)`` mask."""
-        if self.use_checkpoint and not self.compute_sens_per_coil and torch.is_grad_enabled():
-            maps: torch.Tensor = checkpoint(
-                self.sens_net, kspace, mask, num_low_frequencies, use_reentrant=False
-            )
-            return maps
-        return self.sens_net(kspace, mask, num_low_frequencies)
+        enabled = self.use_checkpoint and not self.compute_sens_per_coil
+        maps: torch.Tensor = maybe_checkpoint(
+            self.sens_net, kspace, mask, num_low_frequencies, enabled=enabled
+        )
+        return maps
 
     def _next_buffer(self, ffx: torch.Tensor, latent: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``[A^H A x, latent, x0, A^H A x - x0, ...]`` truncated/padded to ``n_buffer`` blocks."""
@@ -439,12 +435,9 @@ class PromptMR(ReconModel):
         zero = torch.zeros((), dtype=k0.dtype, device=k0.device)
         last = len(self.cascades) - 1
         for i, cascade in enumerate(self.cascades):
-            if self.use_checkpoint and torch.is_grad_enabled():
-                kspace, latent, history = checkpoint(
-                    cascade, kspace, k0, line_mask, sens_maps, history, buffer, use_reentrant=False
-                )
-            else:
-                kspace, latent, history = cascade(kspace, k0, line_mask, sens_maps, history, buffer)
+            kspace, latent, history = maybe_checkpoint(
+                cascade, kspace, k0, line_mask, sens_maps, history, buffer, enabled=self.use_checkpoint
+            )
             if x0 is not None and latent is not None and i < last:
                 ffx = reduce_slices(torch.where(line_mask, kspace, zero), sens_maps, adj)
                 buffer = self._next_buffer(ffx, latent, x0)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+
+from kspacelab.models.base import maybe_checkpoint
 
 __all__ = ["RCAN", "ChannelAttention", "ResidualBlock", "ResidualGroup"]
 
@@ -129,9 +130,6 @@ class RCAN(nn.Module):
         head = self.head(x)
         features = head
         for group in self.groups:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                features = checkpoint(group, features, use_reentrant=False)
-            else:
-                features = group(features)
+            features = maybe_checkpoint(group, features, enabled=self.use_checkpoint)
         out: torch.Tensor = self.tail(self.body_end(features) + head)
         return out

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kspacelab.classical import METHODS as CLASSICAL_METHODS
 from kspacelab.models.base import InputSpec, ReconModel, ReconSample
 from kspacelab.models.rcan import RCAN
 from kspacelab.models.registry import model_entry
@@ -62,7 +63,6 @@ ENSEMBLE_MEMBERS: dict[str, tuple[_Transform, _Transform]] = {
     "rot180": (_rot180, _rot180),
     "hflip_rot180": (lambda x: x.flip(-2), lambda x: x.flip(-2)),  # h-flip then 180-degree turn = v-flip
 }
-_CLASSICAL = ("grappa", "sense", "cs", "zero-filled")
 _RESIDUAL_BASES = ("first_stage", "second_image")
 
 
@@ -120,9 +120,9 @@ class RefinedModel(ReconModel):
         entry = model_entry(first_stage)
         if entry.task != "reconstruction" or entry.cls is RefinedModel:
             raise ValueError(f"first_stage must be a multi-coil reconstruction model, got {first_stage!r}")
-        if classical_fallback not in _CLASSICAL:
+        if classical_fallback not in CLASSICAL_METHODS:
             raise ValueError(
-                f"classical_fallback must be one of {', '.join(_CLASSICAL)}, got {classical_fallback!r}"
+                f"classical_fallback must be one of {', '.join(CLASSICAL_METHODS)}, got {classical_fallback!r}"
             )
         if residual_base not in _RESIDUAL_BASES:
             raise ValueError(

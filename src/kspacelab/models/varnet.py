@@ -20,11 +20,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from kspacelab import physics
 from kspacelab.classical.grappa import DEFAULT_LAMDA, grappa_kspace
-from kspacelab.models.base import ReconModel
+from kspacelab.models.base import ReconModel, maybe_checkpoint
 from kspacelab.models.unet import NormUnet
 from kspacelab.physics import LowFreqs, broadcast_line_mask, keep_columns, low_frequency_window
 
@@ -197,17 +196,13 @@ class VarNet(ReconModel):
             raise ValueError(f"expected k-space (B, C, H, W) complex or (..., 2), got {tuple(k0.shape)}")
         line_mask = broadcast_line_mask(mask, masked_kspace)
 
-        if self.sens_checkpoint and torch.is_grad_enabled():
-            sens_maps = checkpoint(self.sens_net, k0, line_mask, num_low_frequencies, use_reentrant=False)
-        else:
-            sens_maps = self.sens_net(k0, line_mask, num_low_frequencies)
+        sens_maps = maybe_checkpoint(
+            self.sens_net, k0, line_mask, num_low_frequencies, enabled=self.sens_checkpoint
+        )
 
         k = self._grappa_start(k0, line_mask) if self.initial_kspace == "grappa" else k0
         for cascade in self.cascades:
-            if self.use_checkpoint and torch.is_grad_enabled():
-                k = checkpoint(cascade, k, k0, line_mask, sens_maps, use_reentrant=False)
-            else:
-                k = cascade(k, k0, line_mask, sens_maps)
+            k = maybe_checkpoint(cascade, k, k0, line_mask, sens_maps, enabled=self.use_checkpoint)
 
         image = physics.rss_complex(physics.ifft2c(k), dim=1)
         return image if crop_size is None else physics.center_crop(image, crop_size)
