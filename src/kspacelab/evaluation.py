@@ -128,6 +128,26 @@ def score_volume(recon: np.ndarray, target: np.ndarray, max_value: float, anatom
     return metrics.leaderboard_ssim_volume(recon, target, max_value, anatomy)
 
 
+def _jobs(leaderboard: str | Path, recon: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(group, target file, reconstruction file)`` of every target volume under ``leaderboard``.
+
+    Raises:
+        DataFormatError: the reconstruction folder or a reconstruction file is missing.
+    """
+    leaderboard, recon = Path(leaderboard), Path(recon)
+    if not recon.is_dir():
+        raise DataFormatError(recon, "reconstruction folder does not exist")
+    jobs = [
+        (group, target, (recon / group if group else recon) / target.name)
+        for group, image_dir in _target_groups(leaderboard)
+        for target in _image_files(image_dir)
+    ]
+    for _, _, path in jobs:
+        if not path.is_file():
+            raise DataFormatError(path, "reconstruction file is missing")
+    return jobs
+
+
 def evaluate_leaderboard(
     leaderboard: str | Path, recon: str | Path, progress: bool = True
 ) -> LeaderboardResult:
@@ -136,18 +156,8 @@ def evaluate_leaderboard(
     Every target must have a reconstruction of the same name and the same ``(S, h, w)`` shape; a missing,
     misshaped, non-finite or unreadable reconstruction raises :class:`DataFormatError` naming the file.
     """
-    leaderboard, recon = Path(leaderboard), Path(recon)
-    if not recon.is_dir():
-        raise DataFormatError(recon, "reconstruction folder does not exist")
     result = LeaderboardResult()
-    jobs: list[tuple[str, Path, Path]] = []
-    for group, image_dir in _target_groups(leaderboard):
-        recon_dir = recon / group if group else recon
-        for target_path in _image_files(image_dir):
-            jobs.append((group, target_path, recon_dir / target_path.name))
-    for path in (r for _, _, r in jobs):
-        if not path.is_file():
-            raise DataFormatError(path, "reconstruction file is missing")
+    jobs = _jobs(leaderboard, recon)
 
     slice_scores: dict[str, list[float]] = {}
     anatomy_scores: dict[str, dict[str, list[float]]] = {}
@@ -287,26 +297,18 @@ def evaluate_snu2026(leaderboard: str | Path, recon: str | Path, progress: bool 
     (:func:`kspacelab.metrics.snu2026_full_ssim`, :func:`kspacelab.metrics.snu2026_box_ssim`), boxes from the
     image files' ``attrs['annotations']`` (:func:`kspacelab.formats.read_annotations`). Same layouts and file
     checks as :func:`evaluate_leaderboard`; a bad annotation is a one-line DataFormatError naming the file."""
-    leaderboard, recon = Path(leaderboard), Path(recon)
-    if not recon.is_dir():
-        raise DataFormatError(recon, "reconstruction folder does not exist")
-    jobs = [
-        (group, target, (recon / group if group else recon) / target.name)
-        for group, image_dir in _target_groups(leaderboard)
-        for target in _image_files(image_dir)
-    ]
-    for _, target_path, recon_path in jobs:
-        if not recon_path.is_file():
-            raise DataFormatError(recon_path, "reconstruction file is missing")
+    jobs = _jobs(leaderboard, recon)
+    annotations = {}
+    for _, target_path, _ in jobs:  # every target and its annotations checked before the first score
         formats.validate_image_file(target_path)
-        formats.read_annotations(target_path)  # every annotation checked before the first score
+        annotations[target_path] = formats.read_annotations(target_path)
     full: dict[str, list[float]] = {}
     bbox: dict[str, list[float]] = {}
     for group, target_path, recon_path in tqdm(jobs, desc="evaluate", unit="vol", disable=not progress):
         target = formats.read_image_volume(target_path, "image_label")
         max_value = float(formats.read_image_attrs(target_path)["max"])
         anatomy = formats.anatomy_from_name(target_path.name)
-        boxes = formats.read_annotations(target_path)
+        boxes = annotations[target_path]
         reconstruction = formats.read_reconstruction(recon_path, expected_shape=tuple(target.shape))
         full.setdefault(group, [])
         for index in range(target.shape[0]):

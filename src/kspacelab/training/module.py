@@ -5,8 +5,8 @@ leaderboard SSIM loss (:func:`kspacelab.metrics.masked_ssim_loss`, optionally ``
 normalised L1 term); validation scores every slice with the leaderboard metric itself
 (:func:`kspacelab.metrics.leaderboard_ssim_volume`, float64) and logs it per acceleration (as the leaderboard:
 slices pooled, unweighted), beside ``time/train_s``: the wall seconds this process has spent in training batches
-so far (validation excluded), for learning curves against time. Every constructor argument is a plain type, so a checkpoint's ``hyper_parameters``
-load with ``torch.load(..., weights_only=True)``.
+so far (validation excluded), for learning curves against time. Every constructor argument is a plain type, so a
+checkpoint's ``hyper_parameters`` load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
