@@ -630,6 +630,38 @@ def test_ctrl_c_stops_everything_within_seconds(tiny_root: Path, tmp_path: Path)
     assert _files(out) == []  # an interrupted run leaves none of its new files
 
 
+_RESULTS_IN_FLIGHT = """
+import multiprocessing, os, sys, threading, time
+from concurrent.futures import ProcessPoolExecutor
+import numpy as np
+from kspacelab.inference import _close_pool, _init_worker
+
+if __name__ == "__main__":
+    for trial in range(3):
+        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(1, os.getpid()))
+        futures = [pool.submit(np.ones, (1024, 1024)) for _ in range(2000)]  # 8 MB results: workers mostly write
+        futures[0].result()
+        time.sleep(0.05 * trial)
+        closing = threading.Thread(target=_close_pool(pool), args=(KeyboardInterrupt, None, None), daemon=True)
+        closing.start()
+        closing.join(10)
+        if closing.is_alive():
+            print(f"trial {trial}: the pool did not close within 10 s", flush=True)
+            os._exit(3)
+    print("closed")
+"""
+
+
+def test_an_interrupt_while_workers_send_results_closes_the_pool(tmp_path: Path) -> None:
+    """A worker ended in the middle of sending a result left the pool's manager thread waiting for the rest of
+    the message forever (a hang after Ctrl-C seen in CI): the pool must close even then."""
+    script = tmp_path / "results_in_flight.py"
+    script.write_text(_RESULTS_IN_FLIGHT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "closed", (done.stdout, done.stderr[-2000:])
+
+
 # ------------------------------------------------------- item 9: a training readout crop never breaks inference
 
 

@@ -170,6 +170,20 @@ def _close_pool(pool: ProcessPoolExecutor) -> Callable[..., bool]:
         for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.join(timeout=5.0)
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=5.0)
+        # A worker ended while it was sending a result leaves half a message in the result pipe, and the pool's
+        # manager thread waits for the rest forever (CPython's ProcessPoolExecutor, seen on 3.11 under load).
+        # With the workers gone, closing the parent's copy of the pipe's write end turns that wait into an
+        # end-of-file, which the manager thread handles as a broken pool, so the shutdown below returns.
+        writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
         pool.shutdown(wait=True, cancel_futures=True)
         return False
 
