@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import torch
+
 from kspacelab.data.synthetic import SimulationPreset, with_overrides
+from kspacelab.models.varnet import VarNet
 
 # A tiny simulation geometry: the whole SNU layout in a few seconds.
 TINY: SimulationPreset = with_overrides(
@@ -40,3 +46,20 @@ def tiny_overrides(model_name: str) -> list[str]:
     else:
         words += ["--data.num_workers", "0"]
     return words
+
+
+#: a VarNet small enough to run on the TINY data in well under a second
+TINY_VARNET = {"num_cascades": 1, "sens_chans": 2, "sens_pools": 2, "chans": 4, "pools": 2}
+
+
+def tiny_varnet_checkpoint(path: Path, crop_height: dict[str, int] | None = None) -> Path:
+    """A kspacelab-style checkpoint of an untrained tiny VarNet (seeded; optionally the readout crop it was
+    "trained" with)."""
+    torch.manual_seed(0)
+    model = VarNet(**TINY_VARNET)
+    hparams: dict[str, Any] = {"model_name": "varnet", "model_kwargs": dict(TINY_VARNET)}
+    if crop_height is not None:
+        hparams["crop_height"] = crop_height
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import h5py
@@ -236,6 +237,12 @@ def test_reconstruct_with_bundle_routes_and_writes_routing(
             assert r["expert"] == ("knee_any" if name.startswith("knee") else f"brain_{group}")
         recon = formats.read_reconstruction(out / r["file"])
         assert recon.dtype == np.float32 and recon.ndim == 3
+    report = json.loads((out / "timing.json").read_text())
+    assert report["what"] == f"bundle {helper_manifest.name}"
+    assert report["slices"] == sum(formats.kspace_shape(p)[0] for p in leaderboard.rglob("kspace/*.h5"))
+    assert {g: e["volumes"] for g, e in report["groups"].items()} == {
+        g: len(list((leaderboard / g / "kspace").glob("*.h5"))) for g in ("acc4", "acc8")
+    }
 
 
 def test_bundle_time_budget_strict_and_bad_options(
@@ -253,6 +260,17 @@ def test_bundle_time_budget_strict_and_bad_options(
     assert main([*argv, "--out", str(tmp_path / "b"), "--quiet", "--time-budget", "1e-6", "--strict"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--strict" in err and len(err.splitlines()) == 1
+    # the budget runs on the clock of timing.json, which the command starts before loading anything: a run
+    # that started 100 s before its first volume is over a 50 s budget
+    from kspacelab.experts.reconstruct import reconstruct_with_bundle
+    from kspacelab.inference import ReconOptions
+
+    late = ReconOptions(progress=False, started=time.perf_counter() - 100.0)
+    with pytest.raises(KspacelabError, match="--strict"):
+        reconstruct_with_bundle(
+            tiny_root / "leaderboard", tmp_path / "late", bundle_run / "bundle.yaml", late, 50.0, strict=True
+        )
+    assert not (tmp_path / "late").exists() or not any((tmp_path / "late").rglob("*.*"))
     assert main([*argv, "--out", str(tmp_path / "c"), "--time-budget", "-1"]) == 2
     capsys.readouterr()
     code = main(

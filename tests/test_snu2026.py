@@ -231,3 +231,133 @@ def test_simulated_knee_volumes_carry_boxes_and_score_end_to_end(tmp_path: Path)
     plain = tmp_path / "plain"
     simulate_dataset(plain, preset=TINY, progress=False)  # the default writes the 2025 layout, no boxes
     assert all(formats.read_annotations(p) == {} for p in plain.rglob("image/*.h5"))
+
+
+# ----------------------------------------------------------------------- the 2026 loss and validation scores
+
+
+def _knee_like(rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A bright disc with texture on a dark background (a foreground mask of about half the image)."""
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.35 * size) ** 2).astype(np.float64)
+    return 1e-4 * disc * (1.0 + 0.3 * rng.standard_normal((size, size)))
+
+
+def test_the_2026_loss_is_one_minus_the_pooled_quality() -> None:
+    import torch
+
+    rng = np.random.default_rng(3)
+    targets = np.stack([_knee_like(rng), _knee_like(rng), np.zeros((48, 48))])  # the last: no foreground
+    recons = targets + 2e-5 * rng.standard_normal(targets.shape)
+    max_value = np.array([targets[0].max(), targets[1].max(), 1e-4])
+    boxes = np.zeros((3, 16, 4), dtype=np.float32)
+    boxes[0, 0] = (10, 12, 20, 17)  # inside
+    boxes[0, 1] = (40, -5, 20, 30)  # partly outside: clipped to 8 x 25
+    boxes[1, 0] = (5, 5, 6, 30)  # a side under 7: skipped
+    boxes[2, 0] = (0, 0, 30, 30)  # a box on a slice without foreground still counts
+    full = [metrics.snu2026_full_ssim(recons[i], targets[i], max_value[i], "knee") for i in range(3)]
+    assert full[2] is None
+    in_boxes = [
+        metrics.snu2026_box_ssim(recons[i], targets[i], max_value[i], tuple(row))
+        for i in range(3)
+        for row in boxes[i]
+        if row[2] > 0
+    ]
+    scored = [v for v in in_boxes if v is not None]
+    assert len(scored) == 3
+    expected = 1 - (np.mean([f for f in full if f is not None]) + np.mean(scored)) / 2
+
+    recon_t = torch.tensor(recons, requires_grad=True)
+    target_t = torch.tensor(targets)
+    mask = torch.from_numpy(np.stack([metrics.foreground_mask(t, "knee") for t in targets]))
+    loss = metrics.snu2026_loss(recon_t, target_t, torch.tensor(max_value), mask, torch.from_numpy(boxes))
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-10)
+    loss.backward()
+    assert recon_t.grad is not None and torch.isfinite(recon_t.grad).all() and recon_t.grad.abs().sum() > 0
+    # without boxes: 1 - SSIM_full
+    no_boxes = metrics.snu2026_loss(recon_t, target_t, torch.tensor(max_value), mask, None)
+    assert float(no_boxes) == pytest.approx(1 - np.mean([f for f in full if f is not None]), abs=1e-10)
+    # a perfect reconstruction has no loss
+    perfect = metrics.snu2026_loss(target_t, target_t, torch.tensor(max_value), mask, torch.from_numpy(boxes))
+    assert float(perfect) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def annotated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import TINY
+    from kspacelab.data.synthetic import simulate_dataset
+
+    root = tmp_path_factory.mktemp("annotated") / "data"
+    simulate_dataset(root, preset=TINY, progress=False, annotations=True)
+    return root
+
+
+def test_training_samples_carry_the_files_boxes(annotated_root: Path) -> None:
+    from kspacelab.data.dataset import SnuDataModule
+
+    dm = SnuDataModule(str(annotated_root))
+    dm.setup("fit")
+    assert dm.val_dataset is not None
+    seen = 0
+    for index in range(len(dm.val_dataset)):
+        sample = dm.val_dataset[index]
+        vol = dm.val_dataset.volumes[dm.val_dataset.items[index][0]].volume
+        assert vol.image_path is not None
+        expected = formats.read_annotations(vol.image_path).get(sample.slice_num, [])
+        rows = [tuple(r) for r in sample.boxes.tolist() if r[2] > 0]
+        assert rows == [pytest.approx((b.x, b.y, b.width, b.height)) for b in expected]
+        seen += len(rows)
+    assert seen > 0  # the knee-class volumes have boxes
+
+
+def test_validation_logs_both_2026_scores_and_the_loss_trains(annotated_root: Path, tmp_path: Path) -> None:
+    import lightning.pytorch as L
+    import torch
+
+    from kspacelab.data.dataset import SnuDataModule
+    from kspacelab.errors import KspacelabError
+    from kspacelab.evaluation import evaluate_snu2026
+    from kspacelab.inference import ReconOptions, reconstruct_with_checkpoint
+    from kspacelab.training import ReconModule
+
+    tiny = {"num_cascades": 1, "chans": 4, "sens_chans": 2, "pools": 2, "sens_pools": 2}
+    torch.manual_seed(0)
+    module = ReconModule(model_kwargs=tiny, loss="snu2026", lr=1e-3)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=SnuDataModule(str(annotated_root)))
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"train/loss", "val/ssim", "val/ssim_full", "val/ssim_bbox", "val/quality"} <= set(logged)
+    assert logged["val/quality"] == pytest.approx((logged["val/ssim_full"] + logged["val/ssim_bbox"]) / 2)
+
+    # the same numbers as `evaluate --metric snu2026` on the trained model's reconstructions of the val split,
+    # laid out as a leaderboard (acc4/, acc8/) so that both pool per acceleration first
+    board = tmp_path / "board"
+    for kind in ("kspace", "image"):
+        for path in (annotated_root / "val" / kind).glob("*.h5"):
+            folder = board / ("acc4" if "_acc4_" in path.name else "acc8") / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / path.name).symlink_to(path)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    out = tmp_path / "rec"
+    reconstruct_with_checkpoint(board, out, ckpt, ReconOptions(progress=False))
+    scores = evaluate_snu2026(board, out, progress=False)
+    assert scores.ssim_bbox is not None and scores.boxes and sum(scores.boxes.values()) > 0
+    assert logged["val/ssim_full"] == pytest.approx(scores.ssim_full, abs=1e-5)
+    assert logged["val/ssim_bbox"] == pytest.approx(scores.ssim_bbox, abs=1e-5)
+
+    with pytest.raises(KspacelabError, match="area_weighted_loss"):
+        ReconModule(model_kwargs=tiny, loss="snu2026", area_weighted_loss=True)
+    with pytest.raises(KspacelabError, match="unknown loss"):
+        ReconModule(model_kwargs=tiny, loss="psnr")  # type: ignore[arg-type]
+    augmented = SnuDataModule(str(annotated_root), augment={"schedule": {"strength": 0.5}})
+    quiet = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(KspacelabError, match=r"data\.augment"):
+        quiet.fit(ReconModule(model_kwargs=tiny, loss="snu2026"), datamodule=augmented)

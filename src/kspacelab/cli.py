@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the clock of timing.json: loading and validation count
+    from kspacelab import timing
     from kspacelab.inference import ReconOptions, reconstruct_dataset, reconstruct_with_checkpoint
 
     if args.workers > 1 and args.method is None:
@@ -118,6 +121,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         crop=args.crop,
         progress=not args.quiet,
         skip_bad=args.skip_bad,
+        started=started,
     )
     if args.bundle is not None:
         from kspacelab.experts.reconstruct import reconstruct_with_bundle
@@ -129,9 +133,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         for decision in decisions:
             counts[decision.expert] = counts.get(decision.expert, 0) + 1
         print("volumes per expert: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
-        if args.time_budget is not None:
-            verdict = "within" if summary.seconds <= args.time_budget else "OVER"
-            print(f"total {summary.seconds:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
+        if args.time_budget is not None and summary.timing is not None:
+            total = summary.timing["total_seconds"]
+            verdict = "within" if total <= args.time_budget else "OVER"
+            print(f"total {total:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
         what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
         print(f"routing: {args.out / 'routing.json'}")
     elif args.checkpoint is not None:
@@ -145,6 +150,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s, "
         f"{summary.seconds / max(summary.slices, 1):.3f} s/slice)"
     )
+    if summary.timing is not None:
+        print(f"{timing.summary_line(summary.timing)}: {Path(args.out) / timing.TIMING_FILE}")
     for problem in summary.skipped:
         print(f"warning: skipped {problem}")
     if summary.skipped:
@@ -159,6 +166,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_json_path(args.json)  # before the evaluation: never replace an input or a foreign file
     if args.metric == "snu2026":
         scores = evaluate_snu2026(args.leaderboard, args.recon, progress=not args.quiet)
+        if scores.timing_note is not None:
+            print(f"warning: {scores.timing_note}", file=sys.stderr)
         print(scores.table())
         for name, value in (
             ("SSIM_full", scores.ssim_full),
@@ -167,17 +176,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         ):
             if value is not None:
                 print(f"{name}: {value:.4f}")
+        if scores.timing is not None:
+            print(f"ms/slice: {scores.timing['ms_per_slice']:.1f} (reconstruction, loading included)")
         if args.json:
             write_json(scores, args.json)
             print(f"wrote {args.json}")
         return 0
     result = evaluate_leaderboard(args.leaderboard, args.recon, progress=not args.quiet)
+    if result.timing_note is not None:
+        print(f"warning: {result.timing_note}", file=sys.stderr)
     print(result.table())
     for group in map(challenge.acc_folder, challenge.ACCELERATIONS):
         if group in result.groups:
             print(f"SSIM {group}: {result.groups[group]:.4f}")
     if result.total is not None:
         print(f"SSIM total: {result.total:.4f}")
+    if result.timing is not None:
+        print(f"ms/slice: {result.timing['ms_per_slice']:.1f} (reconstruction, loading included)")
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}")

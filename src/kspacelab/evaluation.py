@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from kspacelab import formats, metrics
 from kspacelab.challenge import ACCELERATIONS, acc_folder
-from kspacelab.errors import DataFormatError, KspacelabError
+from kspacelab.errors import DataFormatError
+from kspacelab.timing import read_timing
 
 #: The leaderboard's acceleration folders: ``("acc4", "acc8")``.
 ACCELERATION_FOLDERS = tuple(acc_folder(acc) for acc in ACCELERATIONS)
@@ -51,6 +53,10 @@ class LeaderboardResult:
     groups: dict[str, float] = field(default_factory=dict)  # slice-pooled mean SSIM per folder
     per_anatomy: dict[str, dict[str, float]] = field(default_factory=dict)  # group -> anatomy -> mean
     per_volume: list[VolumeScore] = field(default_factory=list)
+    #: the reconstruction folder's ``timing.json`` (:mod:`kspacelab.timing`), when ``reconstruct`` wrote one
+    timing: dict[str, Any] | None = None
+    #: a one-line warning when that file exists but is unusable
+    timing_note: str | None = None
 
     @property
     def total(self) -> float | None:
@@ -69,6 +75,7 @@ class LeaderboardResult:
             "groups": dict(self.groups),
             "per_anatomy": self.per_anatomy,
             "per_volume": [asdict(v) for v in self.per_volume],
+            "timing": self.timing,
         }
         return out
 
@@ -82,6 +89,8 @@ class LeaderboardResult:
             cells = [_fmt(self.per_anatomy.get(g, {}).get(anatomy), decimals) for g in groups]
             lines.append(f"| {anatomy} | " + " | ".join(cells) + " |")
         lines.append("| **all** | " + " | ".join(_fmt(self.groups[g], decimals) for g in groups) + " |")
+        if self.timing is not None:
+            lines.append(_timing_row(self.timing, labels))
         if self.total is not None:
             lines.append(f"\n**total SSIM = {self.total:.{decimals}f}**")
         return "\n".join(lines)
@@ -89,6 +98,16 @@ class LeaderboardResult:
 
 def _fmt(value: float | None, decimals: int) -> str:
     return "–" if value is None else f"{value:.{decimals}f}"
+
+
+def _timing_row(report: dict[str, Any], labels: list[str], overall: bool = False) -> str:
+    """Table row of reconstruction milliseconds per slice per folder (``overall``: one more cell, the whole
+    run's, loading included)."""
+    groups = report["groups"]
+    cells = [f"{groups[label]['ms_per_slice']:.1f}" if label in groups else "–" for label in labels]
+    if overall:
+        cells.append(f"{report['ms_per_slice']:.1f}")
+    return "| ms/slice | " + " | ".join(cells) + " |"
 
 
 def _target_groups(leaderboard: Path) -> list[tuple[str, Path]]:
@@ -185,6 +204,7 @@ def evaluate_leaderboard(
     result.per_anatomy = {
         g: {a: float(np.mean(v)) for a, v in sorted(per.items())} for g, per in anatomy_scores.items()
     }
+    result.timing, result.timing_note = read_timing(recon)
     return result
 
 
@@ -192,24 +212,9 @@ def check_json_path(path: str | Path) -> None:
     """Refuse a scores file that would replace something else: ``path`` is a folder, lies under a file, or exists
     and is not a scores file written by :func:`write_json` (an input ``.h5``, any other file). One-line
     KspacelabError; called before evaluating, so a long evaluation never ends in a refusal."""
-    path = Path(path)
-    try:
-        for folder in reversed(path.parents):
-            if folder.exists() and not folder.is_dir():
-                raise KspacelabError(f"{path}: cannot write the scores, {folder} is a file, not a folder")
-        if path.is_dir():
-            raise KspacelabError(f"{path}: is a folder, expected a JSON file name for the scores")
-        if path.exists() or path.is_symlink():
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError):
-                old = None
-            if not (isinstance(old, dict) and "total" in old and "per_volume" in old):
-                raise KspacelabError(
-                    f"{path}: exists and is not a kspacelab scores file; refusing to replace it"
-                )
-    except OSError as err:
-        raise formats.write_error(path, err) from err
+    formats.check_replaceable_json(
+        path, "scores file", lambda old: isinstance(old, dict) and "total" in old and "per_volume" in old
+    )
 
 
 def write_json(result: LeaderboardResult | Snu2026Result, path: str | Path) -> None:
@@ -232,6 +237,10 @@ class Snu2026Result:
     bbox: dict[str, float] = field(default_factory=dict)  # group -> mean SSIM_bbox (groups with boxes only)
     slices: dict[str, int] = field(default_factory=dict)  # group -> slices scored
     boxes: dict[str, int] = field(default_factory=dict)  # group -> boxes scored
+    #: the reconstruction folder's ``timing.json`` (:mod:`kspacelab.timing`), when ``reconstruct`` wrote one
+    timing: dict[str, Any] | None = None
+    #: a one-line warning when that file exists but is unusable
+    timing_note: str | None = None
 
     @staticmethod
     def _leaderboard(values: dict[str, float]) -> float | None:
@@ -270,6 +279,8 @@ class Snu2026Result:
             "slices": dict(self.slices),
             "boxes": dict(self.boxes),
             "per_volume": [],
+            "timing": self.timing,
+            "ms_per_slice": None if self.timing is None else self.timing["ms_per_slice"],
         }
 
     def table(self, decimals: int = 4) -> str:
@@ -283,6 +294,8 @@ class Snu2026Result:
         ):
             cells = [_fmt(values.get(g), decimals) for g in groups]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(overall, decimals)} |")
+        if self.timing is not None:
+            lines.append(_timing_row(self.timing, labels, overall=True))
         counts = ", ".join(
             f"{g or 'all'}: {self.slices.get(g, 0)} slices, {self.boxes.get(g, 0)} boxes" for g in groups
         )
@@ -321,9 +334,12 @@ def evaluate_snu2026(leaderboard: str | Path, recon: str | Path, progress: bool 
                 )
                 if value is not None:
                     bbox.setdefault(group, []).append(value)
+    report, note = read_timing(recon)
     return Snu2026Result(
         full={g: float(np.mean(v)) for g, v in full.items() if v},
         bbox={g: float(np.mean(v)) for g, v in bbox.items() if v},
         slices={g: len(v) for g, v in full.items()},
         boxes={g: len(bbox.get(g, [])) for g in full},
+        timing=report,
+        timing_note=note,
     )

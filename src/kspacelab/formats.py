@@ -27,7 +27,7 @@ import os
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -328,6 +328,28 @@ def atomic_h5(path: StrPath) -> Iterator[h5py.File]:
             f.flush()
         finally:
             f.close()
+
+
+def check_replaceable_json(path: StrPath, what: str, ours: Callable[[Any], bool]) -> None:
+    """Refuse a JSON output file that would replace something else: ``path`` is a folder, lies under a file, or
+    exists and is not one of ``ours`` (its parsed content fails the test; unreadable or non-JSON counts as
+    foreign). One-line KspacelabError naming the file and ``what`` it should be; call it before the run."""
+    path = Path(path)
+    try:
+        for folder in reversed(path.parents):
+            if folder.exists() and not folder.is_dir():
+                raise KspacelabError(f"{path}: cannot write the {what}, {folder} is a file, not a folder")
+        if path.is_dir():
+            raise KspacelabError(f"{path}: exists and is a folder, expected the {what}")
+        if path.exists() or path.is_symlink():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                old = None
+            if old is None or not ours(old):
+                raise KspacelabError(f"{path}: exists and is not a kspacelab {what}; refusing to replace it")
+    except OSError as err:
+        raise write_error(path, err) from err
 
 
 def atomic_text(path: StrPath, text: str) -> None:

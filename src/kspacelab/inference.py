@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from kspacelab.data import classical_cache
 from kspacelab.data.transforms import SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import ReconSample
+from kspacelab.timing import RunClock, check_timing_path, write_timing
 
 if TYPE_CHECKING:
     from kspacelab.training.checkpoint import LoadedModel
@@ -68,6 +69,9 @@ class ReconOptions:
         crop: output side length; default the partner ``image_label`` size, else 384.
         progress: progress bar over slices.
         skip_bad: leave out input files that fail validation (listed in the summary) instead of stopping.
+        started: ``time.perf_counter()`` when the run started, the start of the clock of ``OUT/timing.json``
+            (:mod:`kspacelab.timing`; the CLI passes the start of the command, so model loading and validation
+            count); default: when the ``reconstruct_*`` function is called.
     """
 
     device: str = "cpu"
@@ -76,6 +80,11 @@ class ReconOptions:
     crop: int | None = None
     progress: bool = True
     skip_bad: bool = False
+    started: float | None = None
+
+    def clock(self) -> RunClock:
+        """A new run clock started at :attr:`started` (default: now)."""
+        return RunClock() if self.started is None else RunClock(start=self.started)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -94,13 +103,15 @@ class ReconOptions:
 
 @dataclass(frozen=True)
 class ReconstructionSummary:
-    """What :func:`reconstruct_dataset` did; ``skipped``: one line per input file left out (``skip_bad``)."""
+    """What :func:`reconstruct_dataset` did; ``skipped``: one line per input file left out (``skip_bad``);
+    ``timing``: the content of the ``OUT/timing.json`` the run wrote (:mod:`kspacelab.timing`), when it wrote one."""
 
     out_dir: Path
     volumes: int
     slices: int
     seconds: float
     skipped: tuple[str, ...] = ()
+    timing: dict[str, Any] | None = None
 
     @property
     def slices_per_second(self) -> float:
@@ -213,6 +224,7 @@ def reconstruct_dataset(
             SENSE 2.2 vs 0.32).
     """
     options = options or ReconOptions()
+    clock = options.clock()
     crop, progress = options.crop, options.progress
     if method not in CLASSICAL_METHODS:
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
@@ -230,14 +242,20 @@ def reconstruct_dataset(
     # all inputs checked, and the output folder, before anything is written
     volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
     files = check_output_folder(out, volumes, data)
+    timing_path = check_timing_path(out)
 
     out = Path(out)
     plan = [
-        (vol, path, [(method, str(vol.kspace_path), index, output_size(vol, crop)) for index in range(n)])
-        for (_, vol), path in zip(volumes, files, strict=True)
+        (
+            group,
+            vol,
+            path,
+            [(method, str(vol.kspace_path), index, output_size(vol, crop)) for index in range(n)],
+        )
+        for (group, vol), path in zip(volumes, files, strict=True)
         for n in [formats.kspace_shape(vol.kspace_path)[0]]
     ]
-    total_slices = sum(len(jobs) for _, _, jobs in plan)
+    total_slices = sum(len(jobs) for _, _, _, jobs in plan)
     start = time.perf_counter()
     with formats.all_or_nothing() as outputs, contextlib.ExitStack() as stack:
         if threads is not None:
@@ -253,11 +271,11 @@ def reconstruct_dataset(
             )
             stack.push(_close_pool(pool))  # on an error or Ctrl-C: end the workers, do not finish the rest
             with _sigint_ignored():  # the workers start on the first submits
-                pending = [[pool.submit(_classical_slice, *job) for job in jobs] for _, _, jobs in plan]
+                pending = [[pool.submit(_classical_slice, *job) for job in jobs] for _, _, _, jobs in plan]
         bar = stack.enter_context(
             tqdm(total=total_slices, desc=f"reconstruct ({method})", unit="slice", disable=not progress)
         )
-        for v, (vol, path, jobs) in enumerate(plan):
+        for v, (group, vol, path, jobs) in enumerate(plan):
             images = []
             for index, job in enumerate(jobs):
                 try:
@@ -268,9 +286,17 @@ def reconstruct_dataset(
                     raise DataFormatError(vol.kspace_path, f"slice {index}: {method} failed: {err}") from err
                 bar.update(1)
             formats.write_reconstruction(outputs.claim(path), np.stack(images).astype(np.float32))
+            clock.lap(group, len(jobs))
+        report = clock.report(method, "cpu", 1, False)
+        write_timing(outputs.claim(timing_path), report)
     seconds = time.perf_counter() - start
     return ReconstructionSummary(
-        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+        out_dir=out,
+        volumes=len(volumes),
+        slices=total_slices,
+        seconds=seconds,
+        skipped=tuple(skipped),
+        timing=report,
     )
 
 
@@ -396,15 +422,19 @@ def reconstruct_with_checkpoint(
         options: device, batch size, TTA, output size, progress bar.
     """
     options = options or ReconOptions()
+    clock = options.clock()
     device = options.torch_device()
     skipped: list[str] = []
     # inputs and output folder checked before loading anything big or writing anything
     volumes = validated_volumes(data, skipped if options.skip_bad else None)
     check_output_folder(out, volumes, data)
+    check_timing_path(out)
     from kspacelab.training.checkpoint import load_model
 
     loaded = load_model(checkpoint, map_location=device)
-    summary = reconstruct_with_model(volumes, out, loaded, options)
+    summary = reconstruct_with_model(
+        volumes, out, loaded, options, clock=clock, what=f"checkpoint {Path(checkpoint).name}"
+    )
     return dataclasses.replace(summary, skipped=tuple(skipped))
 
 
@@ -433,6 +463,8 @@ def reconstruct_with_model(
     loaded: LoadedModel,
     options: ReconOptions | None = None,
     outputs: formats.OutputSet | None = None,
+    clock: RunClock | None = None,
+    what: str | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct every k-space file under ``data`` with an in-memory model into ``out``.
 
@@ -447,10 +479,14 @@ def reconstruct_with_model(
         options: device, batch size, TTA, output size, progress bar, skipping bad files.
         outputs: the run's output set when this call is part of a larger run (a bundle); by default its own.
             On a failure every new file of the set is removed.
+        clock: the run's clock (default: ``options.clock()``); a volume's lap is charged when it is written.
+        what: the model's description in ``OUT/timing.json``, which is written only when ``outputs`` is None
+            (this call is the whole run; a larger run writes its own).
     """
     from kspacelab.data.dataset import SliceDataset
 
     options = options or ReconOptions()
+    clock = clock or options.clock()
     skipped: list[str] = []
     if isinstance(data, list):
         volumes = data
@@ -458,6 +494,7 @@ def reconstruct_with_model(
     else:
         volumes = validated_volumes(data, skipped if options.skip_bad else None)
         files = check_output_folder(out, volumes, data)
+    timing_path = check_timing_path(out) if outputs is None else None
     device = options.torch_device()
     model = loaded.model.to(device).eval()
     transform = SliceTransform(loaded.input_spec, use_file_mask=True, inference=True)
@@ -472,7 +509,7 @@ def reconstruct_with_model(
             total=total_slices, desc="reconstruct (model)", unit="slice", disable=not options.progress
         ) as bar,
     ):
-        for (_, vol), path in zip(volumes, files, strict=True):
+        for (group, vol), path in zip(volumes, files, strict=True):
             dataset = SliceDataset([vol], transform)
             loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
             images = []
@@ -484,7 +521,18 @@ def reconstruct_with_model(
                     raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
                 bar.update(len(batch.fname))
             formats.write_reconstruction(run.claim(path), torch.cat(images).numpy().astype(np.float32))
+            clock.lap(group, len(dataset))
+        report = None
+        if timing_path is not None:
+            name = what or f"model {type(loaded.model).__name__}"
+            report = clock.report(name, str(device), options.batch_size, options.tta)
+            write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     return ReconstructionSummary(
-        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+        out_dir=out,
+        volumes=len(volumes),
+        slices=total_slices,
+        seconds=seconds,
+        skipped=tuple(skipped),
+        timing=report,
     )

@@ -17,6 +17,8 @@ units (for SNU files the ``max`` attribute of the image file, i.e. the volume ma
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import overload
 
 import numpy as np
@@ -277,6 +279,73 @@ def masked_ssim_loss(
     return loss.mean()
 
 
+def _box_window_bounds(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` of a box ``(x, y, width, height)`` clipped to an ``height x width`` image,
+    or None when a side of the clipped box is under the SSIM window (the 2026 challenge skips such boxes)."""
+    x, y, w, h = (float(v) for v in box)
+    left, top = max(0, math.floor(x)), max(0, math.floor(y))
+    right, bottom = min(width, math.floor(x + w)), min(height, math.floor(y + h))
+    if right - left < SSIM_WIN_SIZE or bottom - top < SSIM_WIN_SIZE:
+        return None
+    return top, bottom, left, right
+
+
+def snu2026_loss(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    max_value: float | torch.Tensor,
+    mask: torch.Tensor,
+    boxes: torch.Tensor | None,
+) -> torch.Tensor:
+    """Training loss ``1 - quality`` of the 2026 challenge over a batch, differentiable with respect to ``recon``.
+
+    ``quality = (SSIM_full + SSIM_bbox) / 2`` as :func:`snu2026_full_ssim` and :func:`snu2026_box_ssim` define
+    them, pooled over the batch as the challenge pools a leaderboard: SSIM_full is the mean over the slices with a
+    non-empty valid-region mask, SSIM_bbox the mean over every box of every slice (boxes under 7 pixels after
+    clipping skipped). A batch without boxes gives ``1 - SSIM_full``; one without any foreground ``1 - SSIM_bbox``
+    (0 when it has neither).
+
+    Args:
+        recon: ``(B, H, W)`` real reconstruction.
+        target: ``(B, H, W)`` reference.
+        max_value: data range, scalar or ``(B,)``.
+        mask: ``(B, H, W)`` foreground mask (bool or 0/1) of each target.
+        boxes: ``(B, K, 4)`` rows ``(x, y, width, height)`` in pixels, zero-width rows unused; None: no boxes.
+
+    Returns:
+        0-d tensor in the dtype of the SSIM (float32 for float32 input).
+    """
+    full_map = ssim_per_slice(recon, target, max_value, mask=mask, return_map=True)
+    weights = mask.to(full_map)[..., _HALF_WIN:-_HALF_WIN, _HALF_WIN:-_HALF_WIN]
+    weight_sums = weights.sum(dim=(-2, -1))
+    has_mask = weight_sums > 0
+    full = (full_map * weights).sum(dim=(-2, -1)) / weight_sums.clamp_min(1)
+    box_scores: list[torch.Tensor] = []
+    if boxes is not None:
+        height, width = recon.shape[-2:]
+        plain_map: torch.Tensor | None = None
+        for b, rows in enumerate(boxes.detach().cpu().tolist()):
+            for row in rows:
+                if row[2] <= 0 or row[3] <= 0:
+                    continue
+                bounds = _box_window_bounds(row, int(height), int(width))
+                if bounds is None:
+                    continue
+                if plain_map is None:
+                    plain_map = ssim_per_slice(recon, target, max_value, return_map=True)
+                top, bottom, left, right = bounds
+                window = plain_map[b, top : bottom - SSIM_WIN_SIZE + 1, left : right - SSIM_WIN_SIZE + 1]
+                box_scores.append(window.mean())
+    terms = []
+    if bool(has_mask.any()):
+        terms.append(full[has_mask].mean())
+    if box_scores:
+        terms.append(torch.stack(box_scores).mean())
+    if not terms:
+        return full.sum() * 0.0
+    return 1 - torch.stack(terms).mean()
+
+
 # ----------------------------------------------------------------------------------------------------
 # Leaderboard SSIM (evaluation, float64)
 # ----------------------------------------------------------------------------------------------------
@@ -428,11 +497,10 @@ def snu2026_box_ssim(
             f"expected two (H, W) images of one shape, got {tuple(recon.shape)} and {tuple(target.shape)}"
         )
     height, width = recon.shape
-    x, y, w, h = (float(v) for v in box)
-    left, top = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
-    right, bottom = min(width, int(np.floor(x + w))), min(height, int(np.floor(y + h)))
-    if right - left < SSIM_WIN_SIZE or bottom - top < SSIM_WIN_SIZE:
+    bounds = _box_window_bounds(box, int(height), int(width))
+    if bounds is None:
         return None
+    top, bottom, left, right = bounds
     r = _as_float64_tensor(recon, "recon")[top:bottom, left:right]
     t = _as_float64_tensor(target, "target").to(r.device)[top:bottom, left:right]
     return float(ssim_per_slice(r, t, _as_data_range(max_value)))

@@ -35,7 +35,7 @@ from kspacelab.data.augment import augment_from_config, mask_augment_from_config
 from kspacelab.data.classical_cache import classical_slice
 from kspacelab.data.transforms import DEFAULT_CROP_SIZE, SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
-from kspacelab.models.base import InputSpec, ReconSample
+from kspacelab.models.base import MAX_BOXES, InputSpec, ReconSample, no_boxes
 
 __all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
 
@@ -76,7 +76,24 @@ def _snu_info(volume: formats.Volume) -> _VolumeInfo:
         first = formats.read_image_slice(volume.image_path, 0)
         target_shape = (int(first.shape[0]), int(first.shape[1]))
         attrs["max"] = formats.read_image_attrs(volume.image_path)["max"]
+        attrs["boxes"] = _slice_boxes(volume.image_path)
     return _VolumeInfo(volume, "snu", slices, (coils, height, width), target_shape, attrs)
+
+
+def _slice_boxes(image_path: Path) -> dict[int, torch.Tensor]:
+    """The lesion boxes of an image file (:func:`kspacelab.formats.read_annotations`, validated) as slice ->
+    ``ReconSample.boxes`` tensor; one-line DataFormatError for a slice with more than ``MAX_BOXES`` boxes."""
+    boxes = {}
+    for index, found in formats.read_annotations(image_path).items():
+        if len(found) > MAX_BOXES:
+            raise DataFormatError(
+                image_path, f"slice {index}: {len(found)} lesion boxes, at most {MAX_BOXES} are supported"
+            )
+        rows = no_boxes()
+        for row, box in enumerate(found):
+            rows[row] = torch.tensor([box.x, box.y, box.width, box.height], dtype=torch.float32)
+        boxes[index] = rows
+    return boxes
 
 
 def _nyu_info(volume: formats.Volume) -> _VolumeInfo:
@@ -277,7 +294,10 @@ class SliceDataset(Dataset[ReconSample]):
             acceleration=vol.acceleration,
             mask_acceleration=self._item_acc[index],
             extra_images=self._read_extra(info, s),
-        )._replace(max_area=self._volume_max_area(vi) if self.volume_max_area else 0.0)
+        )._replace(
+            max_area=self._volume_max_area(vi) if self.volume_max_area else 0.0,
+            boxes=info.attrs.get("boxes", {}).get(s, no_boxes()),
+        )
 
     def _read_extra(self, info: _VolumeInfo, s: int) -> np.ndarray | None:
         """The transform's extra images ``(E, h, w)`` of slice ``s`` (None when none are wanted): each from the

@@ -17,7 +17,7 @@ import torch
 
 from kspacelab import challenge, masks, physics
 from kspacelab.data.augment import MaskAugment, MRAugment, stable_seed
-from kspacelab.models.base import InputSpec, ReconSample
+from kspacelab.models.base import InputSpec, ReconSample, no_boxes
 
 __all__ = ["DEFAULT_CROP_SIZE", "SliceTransform"]
 
@@ -271,6 +271,7 @@ class SliceTransform:
             fname=fname,
             slice_num=int(slice_num),
             extra_images=self._extra_images(extra_images, crop_size, fname),
+            boxes=no_boxes(),
         )
 
     def _extra_images(self, images: np.ndarray | None, size: tuple[int, int], fname: str) -> torch.Tensor:

@@ -24,6 +24,7 @@ from kspacelab.inference import (
     reconstruct_with_model,
     validated_volumes,
 )
+from kspacelab.timing import check_timing_path, write_timing
 
 __all__ = ["reconstruct_with_bundle"]
 
@@ -41,7 +42,8 @@ def reconstruct_with_bundle(
     Args:
         data, out, options: as for :func:`kspacelab.inference.reconstruct_with_checkpoint`.
         bundle: manifest file (:mod:`kspacelab.experts.manifest`).
-        time_budget: seconds allowed for the whole run (routing included). After every volume the total is
+        time_budget: seconds allowed for the whole run (routing included), on the clock of ``OUT/timing.json``
+            (from ``options.started``: the CLI starts it with the command, so loading counts). After every volume the total is
             projected from the time per slice so far; a projection over the budget prints a warning.
         strict: with ``time_budget``, stop with an error instead of warning (the files this run wrote are removed).
 
@@ -49,6 +51,7 @@ def reconstruct_with_bundle(
         the summary (all volumes) and the routing decisions, in volume order.
     """
     options = options or ReconOptions()
+    clock = options.clock()
     if time_budget is not None and time_budget <= 0:
         raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
     device = options.torch_device()
@@ -57,6 +60,7 @@ def reconstruct_with_bundle(
     check_output_folder(out, volumes, data)
     out = Path(out)
     _check_routing_path(out / "routing.json")
+    timing_path = check_timing_path(out)
     start = time.perf_counter()
     loaded = load_bundle(bundle, map_location=device)
     decisions = route_volumes(volumes, loaded, options.crop)
@@ -74,9 +78,10 @@ def reconstruct_with_bundle(
             expert = loaded.bundle.route(decision.anatomy, decision.acc, decision.mask_rule)
             _, model = loaded.model_for(expert)
             part = reconstruct_with_model([(group, vol)], out, model, quiet, outputs=run)
+            clock.lap(group, part.slices)
             done += part.slices
             bar.update(part.slices)
-            elapsed = time.perf_counter() - start
+            elapsed = clock.elapsed()
             projected = elapsed / max(done, 1) * total_slices
             if options.progress:
                 bar.write(
@@ -95,23 +100,20 @@ def reconstruct_with_bundle(
         routing = run.claim(out / "routing.json")
         text = json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n"
         formats.atomic_text(routing, text)
+        report = clock.report(f"bundle {Path(bundle).name}", str(device), options.batch_size, options.tta)
+        write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     summary = ReconstructionSummary(
-        out_dir=out, volumes=len(volumes), slices=total_slices, seconds=seconds, skipped=tuple(skipped)
+        out_dir=out,
+        volumes=len(volumes),
+        slices=total_slices,
+        seconds=seconds,
+        skipped=tuple(skipped),
+        timing=report,
     )
     return summary, decisions
 
 
 def _check_routing_path(path: Path) -> None:
     """Refuse to replace ``OUT/routing.json`` unless it is a routing file of an earlier run (a JSON list)."""
-    if path.is_dir():
-        raise KspacelabError(f"{path}: exists and is a folder, expected the routing file")
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            old = None
-        if not isinstance(old, list):
-            raise KspacelabError(
-                f"{path}: exists and is not a kspacelab routing file; refusing to replace it"
-            )
+    formats.check_replaceable_json(path, "routing file", lambda old: isinstance(old, list))

@@ -96,6 +96,15 @@ class InputSpec:
         return cls(**data)
 
 
+#: lesion boxes a :class:`ReconSample` carries per slice (rows of ``boxes``)
+MAX_BOXES = 16
+
+
+def no_boxes() -> torch.Tensor:
+    """The ``boxes`` of a slice without lesion boxes: float32 zeros ``(MAX_BOXES, 4)``."""
+    return torch.zeros(MAX_BOXES, 4, dtype=torch.float32)
+
+
 class ReconSample(NamedTuple):
     """One slice (or, collated by ``default_collate``, a batch) ready for a reconstruction model.
 
@@ -121,6 +130,8 @@ class ReconSample(NamedTuple):
             ``sqrt(area / max_area)`` loss weight; 0.0 when not computed.
         extra_images: float32 ``(E, h, w)``: the :attr:`InputSpec.extra_images` of the slice, in order
             (``E = 0`` for most models).
+        boxes: float32 ``(MAX_BOXES, 4)``: the slice's lesion boxes ``(x, y, width, height)`` in target pixels
+            (the image file's 2026 ``annotations``), padded with zero rows; all zeros without boxes.
     """
 
     masked_kspace: torch.Tensor
@@ -135,6 +146,7 @@ class ReconSample(NamedTuple):
     slice_num: int
     max_area: float = 0.0
     extra_images: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
 
     def output_size(self) -> tuple[int, int]:
         """``(h, w)`` of the model output: the target's size (the first item's for a batch)."""

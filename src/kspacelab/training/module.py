@@ -27,10 +27,17 @@ from kspacelab.metrics import (
     foreground_mask,
     leaderboard_ssim_volume,
     masked_ssim_loss,
+    snu2026_box_ssim,
+    snu2026_full_ssim,
+    snu2026_loss,
     ssim_per_slice,
 )
 from kspacelab.models import MODEL_REGISTRY, build_model
 from kspacelab.models.base import InputSpec, ReconSample
+
+LossName = Literal["snu2025", "snu2026"]
+#: a validation slice: (file name, slice, acceleration, leaderboard SSIM, SSIM_full or None, SSIM_bbox per box)
+_ValRecord = tuple[str, int, int, float, float | None, tuple[float, ...]]
 
 __all__ = [
     "MONITOR",
@@ -101,7 +108,10 @@ class ReconModule(L.LightningModule):
 
     Logged: ``train/loss`` (progress bar), ``val/ssim_acc{N}`` per acceleration present (leaderboard SSIM
     averaged over every validation slice of that acceleration) and ``val/ssim`` (mean of the per-acceleration
-    values, as the leaderboard's total).
+    values, as the leaderboard's total); and the 2026 challenge's scores of the validation set:
+    ``val/ssim_full`` (SSIM_full, slices of known anatomy with a foreground), ``val/ssim_bbox`` (SSIM_bbox over the
+    image files' lesion boxes, when there are any) and ``val/quality`` (their mean), each the mean of the
+    per-acceleration means as the challenge computes its leaderboard.
     """
 
     monitor = MONITOR
@@ -113,6 +123,7 @@ class ReconModule(L.LightningModule):
         crop_height: dict[str, int] | None = None,
         area_weighted_loss: bool = False,
         l1_weight: float = 0.0,
+        loss: LossName = "snu2025",
         optimizer: OptimizerName = "adamw",
         lr: float = 3e-4,
         weight_decay: float = 1e-4,
@@ -133,6 +144,10 @@ class ReconModule(L.LightningModule):
         area_weighted_loss: multiply each slice's ``1 - SSIM`` by ``sqrt(area / max_area)`` of its
             foreground mask.
         l1_weight: weight of an added L1 term, ``mean(|output - target|) / max_value`` per slice.
+        loss: ``"snu2025"`` (masked leaderboard SSIM, :func:`~kspacelab.metrics.masked_ssim_loss`) or
+            ``"snu2026"`` (``1 - (SSIM_full + SSIM_bbox) / 2`` of the 2026 challenge,
+            :func:`~kspacelab.metrics.snu2026_loss`, boxes from the image files' annotations; not with MRAugment,
+            which moves the anatomy away from the boxes, nor with ``area_weighted_loss``).
         optimizer: ``"adamw"``, ``"adam"`` or ``"nadam"``.
         lr: peak learning rate.
         weight_decay: weight decay of the optimiser (decoupled for AdamW).
@@ -156,6 +171,12 @@ class ReconModule(L.LightningModule):
                 model does not accept (one line).
         """
         super().__init__()
+        if loss not in ("snu2025", "snu2026"):
+            raise KspacelabError(f"model.loss: unknown loss {loss!r}; choose snu2025 or snu2026")
+        if loss == "snu2026" and area_weighted_loss:
+            raise KspacelabError(
+                "model.loss snu2026 has no area weighting; set model.area_weighted_loss false"
+            )
         if optimizer not in _OPTIMIZERS:
             raise KspacelabError(
                 f"model.optimizer: unknown optimiser {optimizer!r}; choose from {sorted(_OPTIMIZERS)}"
@@ -186,7 +207,7 @@ class ReconModule(L.LightningModule):
             self.input_spec: InputSpec = self.model.input_spec().with_crop(crop_height)  # type: ignore[operator]
         except ValueError as err:
             raise KspacelabError(f"model.crop_height: {err}") from None
-        self._val_records: list[tuple[str, int, int, float]] = []
+        self._val_records: list[_ValRecord] = []
         self._train_seconds = 0.0
         self._batch_start = 0.0
 
@@ -242,14 +263,17 @@ class ReconModule(L.LightningModule):
         target = batch.target.float()
         data_range = self._data_range(batch)
         mask = self.foreground(batch.target, batch.anatomy)
-        loss = masked_ssim_loss(
-            output,
-            target,
-            data_range,
-            mask,
-            area_weighted=self.hparams["area_weighted_loss"],
-            max_area=self._volume_max_area(batch),
-        )
+        if self.hparams.get("loss", "snu2025") == "snu2026":
+            loss = snu2026_loss(output, target, data_range, mask, batch.boxes)
+        else:
+            loss = masked_ssim_loss(
+                output,
+                target,
+                data_range,
+                mask,
+                area_weighted=self.hparams["area_weighted_loss"],
+                max_area=self._volume_max_area(batch),
+            )
         l1_weight = float(self.hparams["l1_weight"])
         if l1_weight > 0:
             l1 = (output - target).abs().flatten(1).mean(dim=1) / data_range.to(output.dtype)
@@ -310,6 +334,20 @@ class ReconModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._train_seconds += time.perf_counter() - self._batch_start
 
+    def setup(self, stage: str) -> None:
+        """Refuse the 2026 loss together with MRAugment (one line): augmented targets no longer match the boxes."""
+        if self.hparams.get("loss") != "snu2026":
+            return
+        try:
+            datamodule = getattr(self.trainer, "datamodule", None)
+        except RuntimeError:  # not attached to a trainer
+            return
+        if getattr(datamodule, "augment_config", None):
+            raise KspacelabError(
+                "model.loss snu2026 cannot be combined with data.augment: MRAugment moves the anatomy away from "
+                "the lesion boxes the loss scores"
+            )
+
     # -- validation -------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_records = []
@@ -333,33 +371,76 @@ class ReconModule(L.LightningModule):
             scores.append(float(value))
         return scores
 
+    @staticmethod
+    def snu2026_scores(
+        output: torch.Tensor, batch: ReconSample
+    ) -> list[tuple[float | None, tuple[float, ...]]]:
+        """The 2026 challenge's scores of every slice (float64): ``(SSIM_full or None, SSIM_bbox of each box)``.
+
+        SSIM_full is None for a slice of unknown anatomy or with an empty valid-region mask; boxes come from
+        ``batch.boxes`` (zero-width rows unused; boxes under 7 pixels after clipping skipped).
+        """
+        data_range = ReconModule._data_range(batch).detach().double().cpu()
+        boxes = batch.boxes.detach().cpu().tolist() if batch.boxes is not None else [[]] * len(batch.anatomy)
+        scores: list[tuple[float | None, tuple[float, ...]]] = []
+        for i, anatomy in enumerate(batch.anatomy):
+            recon = output[i].detach().double().cpu()
+            target = batch.target[i].detach().double().cpu()
+            full = None
+            if anatomy in FOREGROUND_THRESHOLDS:
+                full = snu2026_full_ssim(recon, target, data_range[i], anatomy)
+            in_boxes = [
+                snu2026_box_ssim(recon, target, data_range[i], (row[0], row[1], row[2], row[3]))
+                for row in boxes[i]
+                if row[2] > 0 and row[3] > 0
+            ]
+            scores.append((full, tuple(v for v in in_boxes if v is not None)))
+        return scores
+
     def validation_step(self, batch: ReconSample, batch_idx: int) -> None:
-        """Score every slice of the batch and keep ``(fname, slice, acceleration, ssim)`` for the epoch end."""
+        """Score every slice of the batch and keep ``(fname, slice, acceleration, ssim, ssim_full, box ssims)``
+        for the epoch end."""
         self.check_finite(batch, "validation")
         output = self(batch)
         scores = self.slice_scores(output, batch)
+        scores_2026 = self.snu2026_scores(output, batch)
         accelerations = torch.as_tensor(batch.acceleration).reshape(-1).tolist()
         slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
-        for fname, slice_num, acc, score in zip(batch.fname, slices, accelerations, scores, strict=True):
-            self._val_records.append((str(fname), int(slice_num), round(float(acc)), score))
+        for fname, slice_num, acc, score, (full, in_boxes) in zip(
+            batch.fname, slices, accelerations, scores, scores_2026, strict=True
+        ):
+            self._val_records.append((str(fname), int(slice_num), round(float(acc)), score, full, in_boxes))
 
     def on_validation_epoch_end(self) -> None:
         """Pool the slices of all ranks (duplicates from rank padding counted once), log the means."""
         records = self._val_records
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[tuple[str, int, int, float]] | None] = [None] * dist.get_world_size()
+            gathered: list[list[_ValRecord] | None] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, records)
             records = [r for part in gathered for r in (part or [])]
-        unique = {(fname, s, acc): score for fname, s, acc, score in records}
+        unique = {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in records}
         per_acc: dict[int, list[float]] = {}
-        for (_, _, acc), score in sorted(unique.items()):
+        full: dict[int, list[float]] = {}
+        in_boxes: dict[int, list[float]] = {}
+        for (_, _, acc), (score, full_score, box_scores) in sorted(unique.items()):
             per_acc.setdefault(acc, []).append(score)
+            if full_score is not None:
+                full.setdefault(acc, []).append(full_score)
+            in_boxes.setdefault(acc, []).extend(box_scores)
         if not per_acc:
             return
         means = {acc: math.fsum(values) / len(values) for acc, values in per_acc.items()}
         for acc, value in sorted(means.items()):
             self.log(f"val/ssim_{challenge.acc_folder(acc)}", value, sync_dist=True)
         self.log(MONITOR, math.fsum(means.values()) / len(means), prog_bar=True, sync_dist=True)
+        leaderboard = {}
+        for name, values in (("ssim_full", full), ("ssim_bbox", in_boxes)):
+            per = [math.fsum(v) / len(v) for v in values.values() if v]
+            if per:
+                leaderboard[name] = math.fsum(per) / len(per)
+                self.log(f"val/{name}", leaderboard[name], sync_dist=True)
+        if len(leaderboard) == 2:
+            self.log("val/quality", (leaderboard["ssim_full"] + leaderboard["ssim_bbox"]) / 2, sync_dist=True)
         self.log("time/train_s", self._train_seconds, sync_dist=True)
         self._val_records = []
 
