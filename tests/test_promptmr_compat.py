@@ -190,8 +190,8 @@ def _deepspeed(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "wrap",
-    [_plain, _lightning("promptmr."), _lightning("model."), _deepspeed],
-    ids=["plain", "lightning-promptmr", "lightning-model", "deepspeed"],
+    [_plain, _lightning("promptmr."), _lightning("model."), _lightning("net.module."), _deepspeed],
+    ids=["plain", "lightning-promptmr", "lightning-model", "lightning-other", "deepspeed"],
 )
 def test_load_model_takes_the_wrappers_teams_used(
     wrap: Callable[[dict[str, torch.Tensor]], dict[str, Any]], reference: dict[str, Any], tmp_path: Path

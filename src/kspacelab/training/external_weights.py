@@ -10,8 +10,8 @@ name, constructor arguments and the weights under kspacelab's names:
   (:func:`kspacelab.models.promptmr_compat.promptmr_kwargs`) or given as a YAML file (:func:`read_model_config`).
 
 The wrappers are recognised from the keys (:func:`unwrap_weights`): a plain state dict, a Lightning checkpoint's
-``state_dict`` (with a ``model.``, ``promptmr.``, ``varnet.`` or ``module.`` prefix; the training module's other
-entries, e.g. a loss's buffers, are left out) and DeepSpeed's ``mp_rank_00_model_states.pt`` (``module``).
+``state_dict`` (with a ``model.``, ``promptmr.``, ``varnet.`` or ``module.`` prefix, or any prefix in front
+of the cascades; the training module's other entries, e.g. a loss's buffers, are left out) and DeepSpeed's ``mp_rank_00_model_states.pt`` (``module``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = ["external_model", "read_model_config", "unwrap_weights"]
 
 #: prefixes of the model's entries in the training modules that wrap it
 PREFIXES = ("model.", "promptmr.", "varnet.", "module.")
+_FIRST_CASCADE = "cascades.0.dc_weight"
 _VARNET_CASCADE = re.compile(r"^cascades\.(\d+)\.dc_weight$")
 
 
@@ -45,8 +46,8 @@ def unwrap_weights(obj: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     """The model's state dict inside a loaded file, its wrapper's prefixes removed; None when there is none.
 
     Looks in ``obj["state_dict"]`` (Lightning), ``obj["module"]`` (DeepSpeed) or ``obj`` itself, then removes
-    a prefix shared by every key, or keeps only the keys under a prefix that holds the cascades
-    (``promptmr.cascades.0...``), until neither applies.
+    one of :data:`PREFIXES` shared by every key, or keeps only the keys under whatever prefix holds the first
+    cascade (``promptmr.cascades.0.dc_weight``, ``net.cascades.0.dc_weight``, ...), until neither applies.
     """
     if _tensors_only(obj.get("state_dict")):
         state: dict[str, torch.Tensor] = obj["state_dict"]
@@ -57,14 +58,16 @@ def unwrap_weights(obj: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     else:
         return None
     while True:
-        for prefix in PREFIXES:
-            if all(k.startswith(prefix) for k in state) or any(
-                k.startswith(prefix + "cascades.") for k in state
-            ):
-                state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                break
-        else:
+        prefix = next((p for p in PREFIXES if all(k.startswith(p) for k in state)), None)
+        if (
+            prefix is None and _FIRST_CASCADE not in state
+        ):  # a training module's other entries beside the model
+            prefix = next(
+                (k[: -len(_FIRST_CASCADE)] for k in state if k.endswith("." + _FIRST_CASCADE)), None
+            )
+        if prefix is None:
             return state
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _count_levels(state: dict[str, torch.Tensor], prefix: str) -> int:
