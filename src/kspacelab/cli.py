@@ -114,6 +114,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise KspacelabError("--time-budget and --strict apply to --bundle reconstructions only")
     if args.tta and args.method is not None:
         raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
+    if args.model_config is not None and args.checkpoint is None:
+        raise KspacelabError("--model-config applies to --checkpoint reconstructions only")
     options = ReconOptions(
         device=args.device,
         batch_size=args.batch_size,
@@ -140,7 +142,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
         print(f"routing: {args.out / 'routing.json'}")
     elif args.checkpoint is not None:
-        summary = reconstruct_with_checkpoint(args.data, args.out, args.checkpoint, options)
+        summary = reconstruct_with_checkpoint(
+            args.data, args.out, args.checkpoint, options, model_config=args.model_config
+        )
         what = f"checkpoint {args.checkpoint.name}" + (" + flip TTA" if args.tta else "")
     else:
         summary = reconstruct_dataset(args.data, args.out, args.method, options, workers=args.workers)
@@ -329,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     how = rec.add_mutually_exclusive_group(required=True)
     how.add_argument(
-        "--checkpoint", type=Path, help="trained model: kspacelab train checkpoint or fastMRI VarNet weights"
+        "--checkpoint",
+        type=Path,
+        help="trained model: kspacelab train checkpoint, fastMRI VarNet or PromptMR+ weights (state dict, "
+        "Lightning checkpoint or DeepSpeed mp_rank_00_model_states.pt)",
     )
     how.add_argument(
         "--method",
@@ -338,6 +345,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--bundle", type=Path, help="mixture of experts: a bundle manifest (YAML/JSON) routing each volume"
+    )
+    rec.add_argument(
+        "--model-config",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="with --checkpoint of PromptMR+ weights from elsewhere: their configuration (PromptMR arguments, the "
+        "reference's model.init_args or a kspacelab recipe's model.model_kwargs) instead of reading it off the "
+        "tensor shapes",
     )
     rec.add_argument(
         "--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint or bundle only)"

@@ -410,16 +410,21 @@ def _refuse_foreign_file(path: Path) -> None:
 
 
 def reconstruct_with_checkpoint(
-    data: str | Path, out: str | Path, checkpoint: str | Path, options: ReconOptions | None = None
+    data: str | Path,
+    out: str | Path,
+    checkpoint: str | Path,
+    options: ReconOptions | None = None,
+    model_config: str | Path | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct every k-space file under ``data`` with a trained model into ``out``.
 
     Args:
         data: leaderboard root, dataset root or a folder with ``kspace/``.
         out: output root; ``OUT/acc4``, ``OUT/acc8`` (or flat).
-        checkpoint: a Lightning checkpoint of ``kspacelab train`` or a fastMRI VarNet state dict (loaded with
-            ``weights_only=True``).
+        checkpoint: a Lightning checkpoint of ``kspacelab train``, or fastMRI VarNet or PromptMR+ weights (loaded
+            with ``weights_only=True``; see :func:`kspacelab.training.checkpoint.load_model`).
         options: device, batch size, TTA, output size, progress bar.
+        model_config: YAML configuration of PromptMR+ weights from elsewhere (default: read off the tensors).
     """
     options = options or ReconOptions()
     clock = options.clock()
@@ -431,7 +436,7 @@ def reconstruct_with_checkpoint(
     check_timing_path(out)
     from kspacelab.training.checkpoint import load_model
 
-    loaded = load_model(checkpoint, map_location=device)
+    loaded = load_model(checkpoint, map_location=device, model_config=model_config)
     summary = reconstruct_with_model(
         volumes, out, loaded, options, clock=clock, what=f"checkpoint {Path(checkpoint).name}"
     )

@@ -24,14 +24,20 @@ The network:
    :class:`kspacelab.models.promptmr_blocks.UpBlock`.
 5. ``use_checkpoint`` recomputes each cascade and the sensitivity net in the backward pass.
 
-Parameter counts (``sum(p.numel() for p in model.parameters())``; the prompt banks are parameters with
-``requires_grad=False`` unless ``learnable_prompt``) are pinned by ``tests/test_promptmr.py``: 92,859,339 for the
-reference configuration (the constructor's defaults), 34,225,487 for Team EJ's and 6,014,409 for sMaRtIfy's.
+Parameter names, shapes and counts are the reference implementation's (hellopipu/PromptMR-plus), so its state
+dicts load with ``strict=True`` (see :mod:`kspacelab.models.promptmr_compat` for reading the configuration off
+them and for kspacelab's older names, upgraded on load). With ``shared_prelu`` (the default) every CAB except
+the first of each U-Net uses one PReLU slope for the whole model, as the reference's default argument
+``act=nn.PReLU()`` does; ``shared_prelu=False`` gives every CAB its own. Counts
+(``sum(p.numel() for p in model.parameters())``, a shared parameter once; the prompt banks are parameters with
+``requires_grad=False`` unless ``learnable_prompt``) are pinned by ``tests/test_promptmr.py``: 92,859,005 for the
+reference configuration (the constructor's defaults), 34,225,281 for Team EJ's and 6,014,179 for sMaRtIfy's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +46,7 @@ from torch import nn
 from kspacelab import physics
 from kspacelab.models.base import InputSpec, ReconModel, maybe_checkpoint
 from kspacelab.models.promptmr_blocks import History, PromptUnet
+from kspacelab.models.promptmr_compat import is_legacy_state_dict, shared_prelu_conflict, upgrade_legacy_keys
 from kspacelab.physics import LowFreqs, broadcast_line_mask, keep_columns, low_frequency_window
 
 __all__ = ["NormPromptUnet", "PromptMR", "PromptMRCascade", "PromptSensitivityModel"]
@@ -93,10 +100,12 @@ class NormPromptUnet(nn.Module):
         learnable_prompt: bool = False,
         n_buffer: int = 0,
         n_history: int = 0,
+        act: nn.Module | None = None,
     ) -> None:
         """Args:
         chans: complex image channels (the number of adjacent slices, or 1).
         n_buffer: complex buffer blocks of ``chans`` channels each appended to the input (0: none; else >= 3).
+        act: a PReLU shared by the CABs (see :class:`PromptUnet`), None for one per CAB.
         Other arguments: those of :class:`PromptUnet`.
         """
         super().__init__()
@@ -121,6 +130,7 @@ class NormPromptUnet(nn.Module):
             use_ca=use_ca,
             learnable_prompt=learnable_prompt,
             n_history=n_history,
+            act=act,
         )
 
     def forward(
@@ -177,6 +187,7 @@ class PromptSensitivityModel(nn.Module):
         mask_center: bool = True,
         per_coil: bool = False,
         use_checkpoint: bool = False,
+        act: nn.Module | None = None,
     ) -> None:
         """Args:
         num_adj_slices: adjacent slices stacked along the coil axis.
@@ -184,6 +195,7 @@ class PromptSensitivityModel(nn.Module):
         mask_center: keep only the ACS block of k-space.
         per_coil: run the U-Net one coil at a time (less activation memory).
         use_checkpoint: with ``per_coil``, recompute every coil's U-Net in the backward pass separately.
+        act: a PReLU shared by the CABs, None for one per CAB.
         Other arguments: those of :class:`NormPromptUnet` (with ``chans = num_adj_slices`` or 1).
         """
         super().__init__()
@@ -206,6 +218,7 @@ class PromptSensitivityModel(nn.Module):
             reduction=reduction,
             use_ca=use_ca,
             learnable_prompt=learnable_prompt,
+            act=act,
         )
 
     def _denoise(self, images: torch.Tensor) -> torch.Tensor:
@@ -282,6 +295,30 @@ class PromptMRCascade(nn.Module):
         return kspace - soft_dc - expand_slices(image, sens_maps, adj), latent, history
 
 
+def _upgrade_on_load(
+    module: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    prefix: str,
+    local_metadata: dict[str, Any],
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """``load_state_dict`` pre-hook of :class:`PromptMR`: older kspacelab names are renamed in place, and weights
+    with a PReLU per block are refused by a model that shares one (instead of silently keeping the last)."""
+    del local_metadata, strict, missing_keys, unexpected_keys
+    own = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if is_legacy_state_dict(own):
+        for key in own:
+            del state_dict[prefix + key]
+        state_dict.update({prefix + k: v for k, v in upgrade_legacy_keys(own).items()})
+    if getattr(module, "shared_prelu", False):
+        conflict = shared_prelu_conflict(state_dict, prefix)
+        if conflict is not None:
+            error_msgs.append(conflict)
+
+
 class PromptMR(ReconModel):
     """PromptMR+ with the reference implementation's configuration names (defaults: its reference configuration).
 
@@ -315,6 +352,7 @@ class PromptMR(ReconModel):
         compute_sens_per_coil: bool = False,
         use_checkpoint: bool = False,
         mask_center: bool = True,
+        shared_prelu: bool = True,
     ) -> None:
         """Args:
         num_cascades: unrolled cascades.
@@ -335,6 +373,8 @@ class PromptMR(ReconModel):
         use_checkpoint: activation checkpointing per cascade and for the sensitivity net (per coil with
             ``compute_sens_per_coil``).
         mask_center: sensitivities from the ACS block only.
+        shared_prelu: one PReLU slope for every CAB of the model except the first CAB of each U-Net, as in the
+            reference implementation (False: one per CAB, as kspacelab's models before this option).
         """
         super().__init__()
         if num_adj_slices < 1 or num_adj_slices % 2 == 0:
@@ -345,6 +385,8 @@ class PromptMR(ReconModel):
         self.n_buffer = n_buffer if adaptive_input else 0
         self.use_checkpoint = use_checkpoint
         self.compute_sens_per_coil = compute_sens_per_coil
+        self.shared_prelu = shared_prelu
+        act = nn.PReLU() if shared_prelu else None
         shared = {
             "len_prompt": len_prompt,
             "prompt_size": prompt_size,
@@ -355,6 +397,7 @@ class PromptMR(ReconModel):
             "reduction": reduction,
             "use_ca": not no_use_ca,
             "learnable_prompt": learnable_prompt,
+            "act": act,
         }
         self.sens_net = PromptSensitivityModel(
             num_adj_slices,
@@ -382,6 +425,7 @@ class PromptMR(ReconModel):
             )
             for _ in range(num_cascades)
         )
+        self.register_load_state_dict_pre_hook(_upgrade_on_load)
 
     def input_spec(self) -> InputSpec:
         """``num_adj_slices`` adjacent slices stacked along the coil axis."""

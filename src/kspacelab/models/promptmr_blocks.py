@@ -16,8 +16,21 @@ the unrolled k-space cascades are in :mod:`kspacelab.models.promptmr`.
   "momentum" layer per decoder level that fuses the feature with the same level's features of the previous
   ``n_history`` cascades.
 
-Convolutions have no bias except the down-sampling ones and the prompt-weight linear layer. Each CAB has its own
-one-parameter PReLU.
+Convolutions have no bias except the down-sampling ones and the prompt-weight linear layer.
+
+**State-dict names are those of the reference implementation** (hellopipu/PromptMR-plus, ``models/utils.py``
+and ``models/promptmr.py``), so that its weights load with ``strict=True``: ``enc_level1..3``,
+``skip_attn1..3.skip_attn``, ``bottleneck``, ``prompt_level1..3.{prompt_param, linear_layer, dec_conv3x3}``,
+``dec_level1..3.{momentum, fuse, reduce, up.1, ca}``, ``conv_last``; a CAB is ``body.0/1/2`` (conv, PReLU,
+conv) and ``CA.conv_du.0/2`` (squeeze, excite); a prompt bank has shape ``(1, len_prompt, prompt_dim, size,
+size)``. The computation is reordered where it is cheaper (global means instead of pooling layers, the up
+path's 1x1 convolution before the resize).
+
+**PReLU sharing.** A CAB takes an optional ``act`` module: given one, every CAB that receives it uses (and
+registers under ``body.1``) that same one-parameter PReLU; otherwise each CAB has its own. The reference passes
+one PReLU, created once as a default argument, to every CAB of every U-Net of a model except the first CAB of
+each U-Net's first encoder level (which always makes its own; that level therefore has at least one CAB).
+:class:`kspacelab.models.PromptMR` reproduces this with ``shared_prelu=True``.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ __all__ = [
     "History",
     "PromptBlock",
     "PromptUnet",
+    "SkipBlock",
     "UpBlock",
 ]
 
@@ -49,44 +63,72 @@ def conv(in_chans: int, out_chans: int, kernel_size: int, bias: bool = False, st
 
 
 class ChannelAttention(nn.Module):
-    """Squeeze-excitation gate: ``x * sigmoid(W2 relu(W1 mean_hw(x)))`` with ``W1: C -> C // reduction``."""
+    """Squeeze-excitation gate: ``x * sigmoid(W2 relu(W1 mean_hw(x)))`` with ``W1: C -> C // reduction``.
+
+    ``conv_du`` holds the reference's layers (1x1 conv, ReLU, 1x1 conv, sigmoid); the global mean replaces its
+    pooling layer.
+    """
 
     def __init__(self, chans: int, reduction: int) -> None:
         super().__init__()
         hidden = max(1, chans // reduction)
-        self.squeeze = nn.Conv2d(chans, hidden, 1, bias=False)
-        self.excite = nn.Conv2d(hidden, chans, 1, bias=False)
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(chans, hidden, 1, bias=False),
+            nn.ReLU(),
+            nn.Conv2d(hidden, chans, 1, bias=False),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> same shape."""
-        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(x.mean(dim=(-2, -1), keepdim=True)))))
-        return x * gate
+        return x * self.conv_du(x.mean(dim=(-2, -1), keepdim=True))
 
 
 class ChannelAttentionBlock(nn.Module):
     """Residual block ``x + CA(conv(PReLU(conv(x))))`` (CAB); ``CA`` is the identity with ``use_ca=False``."""
 
-    def __init__(self, chans: int, kernel_size: int = 3, reduction: int = 4, use_ca: bool = True) -> None:
+    def __init__(
+        self,
+        chans: int,
+        kernel_size: int = 3,
+        reduction: int = 4,
+        use_ca: bool = True,
+        act: nn.Module | None = None,
+    ) -> None:
         """Args:
         chans: channels in and out.
         kernel_size: size of the two convolutions.
         reduction: channel reduction of the attention's hidden layer.
         use_ca: apply channel attention to the residual.
+        act: the activation to use (a PReLU shared with other blocks); None: a PReLU of this block's own.
         """
         super().__init__()
-        self.conv1 = conv(chans, chans, kernel_size)
-        self.act = nn.PReLU()
-        self.conv2 = conv(chans, chans, kernel_size)
-        self.ca: nn.Module = ChannelAttention(chans, reduction) if use_ca else nn.Identity()
+        self.body = nn.Sequential(
+            conv(chans, chans, kernel_size),
+            nn.PReLU() if act is None else act,
+            conv(chans, chans, kernel_size),
+        )
+        self.CA: nn.Module = ChannelAttention(chans, reduction) if use_ca else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> same shape."""
-        return x + self.ca(self.conv2(self.act(self.conv1(x))))
+        return x + self.CA(self.body(x))
 
 
-def cab_stack(n: int, chans: int, kernel_size: int, reduction: int, use_ca: bool) -> nn.Sequential:
-    """``n`` CABs in a row (an empty ``Sequential``, the identity, for ``n = 0``)."""
-    return nn.Sequential(*(ChannelAttentionBlock(chans, kernel_size, reduction, use_ca) for _ in range(n)))
+class _CabSettings:
+    """What every CAB of a U-Net is built with: kernel, reduction, attention and the (shared) activation."""
+
+    def __init__(self, kernel_size: int, reduction: int, use_ca: bool, act: nn.Module | None) -> None:
+        self.kernel_size, self.reduction, self.use_ca, self.act = kernel_size, reduction, use_ca, act
+
+    def cab(self, chans: int, own_act: bool = False) -> ChannelAttentionBlock:
+        """A CAB; with ``own_act`` it gets a PReLU of its own even when the others share one."""
+        act = None if own_act else self.act
+        return ChannelAttentionBlock(chans, self.kernel_size, self.reduction, self.use_ca, act)
+
+    def stack(self, n: int, chans: int) -> nn.Sequential:
+        """``n`` CABs in a row (an empty ``Sequential``, the identity, for ``n = 0``)."""
+        return nn.Sequential(*(self.cab(chans) for _ in range(n)))
 
 
 class PromptBlock(nn.Module):
@@ -108,29 +150,38 @@ class PromptBlock(nn.Module):
         learnable: train the prompt bank (otherwise it keeps its random uniform [0, 1) initialisation).
         """
         super().__init__()
-        self.prompt = nn.Parameter(
-            torch.rand(len_prompt, prompt_dim, prompt_size, prompt_size), requires_grad=learnable
+        self.prompt_param = nn.Parameter(
+            torch.rand(1, len_prompt, prompt_dim, prompt_size, prompt_size), requires_grad=learnable
         )
-        self.linear = nn.Linear(feature_dim, len_prompt)
-        self.conv = conv(prompt_dim, prompt_dim, 3)
+        self.linear_layer = nn.Linear(feature_dim, len_prompt)
+        self.dec_conv3x3 = conv(prompt_dim, prompt_dim, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, feature_dim, H, W)`` -> prompt ``(N, prompt_dim, H, W)``."""
-        weights = torch.softmax(self.linear(x.mean(dim=(-2, -1))), dim=1)  # (N, len_prompt)
-        bank = self.prompt.to(x.dtype)
+        weights = torch.softmax(self.linear_layer(x.mean(dim=(-2, -1))), dim=1)  # (N, len_prompt)
+        bank = self.prompt_param[0].to(x.dtype)
         prompt = torch.einsum("nl,lchw->nchw", weights, bank)
         prompt = F.interpolate(prompt, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv(prompt)
+        return self.dec_conv3x3(prompt)
 
 
 class DownBlock(nn.Module):
-    """Encoder level: ``n_cab`` CABs at ``in_chans`` (the skip feature), then a stride-2 3x3 convolution."""
+    """Encoder level: CABs at ``in_chans`` (the skip feature), then a stride-2 3x3 convolution.
+
+    With ``first_own_act`` (the first level) the first CAB has a PReLU of its own and the level has
+    ``max(n_cab, 1)`` CABs, as in the reference.
+    """
 
     def __init__(
-        self, in_chans: int, out_chans: int, n_cab: int, kernel_size: int, reduction: int, use_ca: bool
+        self, in_chans: int, out_chans: int, n_cab: int, cabs: _CabSettings, first_own_act: bool = False
     ) -> None:
         super().__init__()
-        self.encoder = cab_stack(n_cab, in_chans, kernel_size, reduction, use_ca)
+        if first_own_act:
+            self.encoder = nn.Sequential(
+                cabs.cab(in_chans, own_act=True), *(cabs.cab(in_chans) for _ in range(n_cab - 1))
+            )
+        else:
+            self.encoder = cabs.stack(n_cab, in_chans)
         self.down = nn.Conv2d(in_chans, out_chans, 3, stride=2, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,38 +190,45 @@ class DownBlock(nn.Module):
         return self.down(skip), skip
 
 
+class SkipBlock(nn.Module):
+    """Skip connection: ``n_cab`` CABs (the identity for 0)."""
+
+    def __init__(self, chans: int, n_cab: int, cabs: _CabSettings) -> None:
+        super().__init__()
+        self.skip_attn: nn.Module = cabs.stack(n_cab, chans) if n_cab else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> same shape."""
+        return self.skip_attn(x)
+
+
 class UpBlock(nn.Module):
     """Decoder level: [momentum] -> concat prompt -> CABs -> 1x1 reduce -> x2 up + 1x1 -> + skip -> CAB.
 
     With ``n_history > 0`` the feature is first concatenated with the ``n_history`` stored features of the
     previous cascades (or ``n_history`` copies of itself in the first cascade) and fused back to ``in_dim``
-    channels by a 1x1 convolution and a CAB (the "momentum" layer). The 1x1 convolution of the up-sampling is
-    applied before the bilinear resize (the two linear maps commute; 4x fewer operations).
+    channels by a 1x1 convolution and a CAB (the "momentum" layer). ``up`` is the reference's
+    ``(Upsample, 1x1 conv)`` pair; the convolution is applied before the bilinear resize (the two linear maps
+    commute; 4x fewer operations).
     """
 
     def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        prompt_dim: int,
-        n_cab: int,
-        kernel_size: int,
-        reduction: int,
-        use_ca: bool,
-        n_history: int = 0,
+        self, in_dim: int, out_dim: int, prompt_dim: int, n_cab: int, cabs: _CabSettings, n_history: int = 0
     ) -> None:
         super().__init__()
         self.n_history = n_history
         self.momentum: nn.Module | None = None
         if n_history > 0:
             self.momentum = nn.Sequential(
-                nn.Conv2d(in_dim * (n_history + 1), in_dim, 1, bias=False),
-                ChannelAttentionBlock(in_dim, kernel_size, reduction, use_ca),
+                nn.Conv2d(in_dim * (n_history + 1), in_dim, 1, bias=False), cabs.cab(in_dim)
             )
-        self.fuse = cab_stack(n_cab, in_dim + prompt_dim, kernel_size, reduction, use_ca)
+        self.fuse = cabs.stack(n_cab, in_dim + prompt_dim)
         self.reduce = nn.Conv2d(in_dim + prompt_dim, in_dim, 1, bias=False)
-        self.up = nn.Conv2d(in_dim, out_dim, 1, bias=False)
-        self.out = ChannelAttentionBlock(out_dim, kernel_size, reduction, use_ca)
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=False),
+            nn.Conv2d(in_dim, out_dim, 1, bias=False),
+        )
+        self.ca = cabs.cab(out_dim)
 
     def forward(
         self, x: torch.Tensor, prompt: torch.Tensor, skip: torch.Tensor, history: torch.Tensor | None = None
@@ -188,15 +246,16 @@ class UpBlock(nn.Module):
             past = x.repeat(1, self.n_history, 1, 1) if history is None else history
             x = self.momentum(torch.cat([x, past], dim=1))
         x = self.reduce(self.fuse(torch.cat([x, prompt], dim=1)))
-        x = F.interpolate(self.up(x), scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.out(x + skip)
+        upsample, project = self.up[0], self.up[1]
+        return self.ca(upsample(project(x)) + skip)
 
 
 class PromptUnet(nn.Module):
     """Three-level U-Net of CABs with prompt blocks in the decoder (the PromptMR+ denoiser).
 
     Spatial sizes must be multiples of 8 (the caller pads). Feature sizes per level: ``n_feat0`` at full
-    resolution, ``feature_dim[l]`` at ``1 / 2^(l+1)``.
+    resolution, ``feature_dim[l]`` at ``1 / 2^(l+1)``. Level ``l`` (1 = shallowest) is ``enc_level{l}``,
+    ``skip_attn{l}``, ``prompt_level{l}`` and ``dec_level{l}``.
     """
 
     def __init__(
@@ -217,6 +276,7 @@ class PromptUnet(nn.Module):
         use_ca: bool = True,
         learnable_prompt: bool = False,
         n_history: int = 0,
+        act: nn.Module | None = None,
     ) -> None:
         """Args:
         in_chans, out_chans: real channels in and out.
@@ -224,13 +284,15 @@ class PromptUnet(nn.Module):
         feature_dim: channels of the three down-sampled levels.
         prompt_dim, len_prompt, prompt_size: prompt channels, bank length and size per decoder level
             (index 0 = the shallowest level).
-        n_enc_cab, n_dec_cab, n_skip_cab: CABs per level in the encoder, decoder fusion and skips.
+        n_enc_cab, n_dec_cab, n_skip_cab: CABs per level in the encoder, decoder fusion and skips (the first
+            encoder level has at least one).
         n_bottleneck_cab: CABs in the bottleneck.
         kernel_size: kernel of the CAB convolutions.
         reduction: channel-attention reduction.
         use_ca: channel attention in the CABs.
         learnable_prompt: train the prompt banks.
         n_history: decoder features of this many previous cascades fused in (0: none).
+        act: one PReLU that every CAB but the first uses (the reference's sharing); None: one PReLU per CAB.
         """
         super().__init__()
         for name, value in (
@@ -247,22 +309,24 @@ class PromptUnet(nn.Module):
         fd, pd = [int(v) for v in feature_dim], [int(v) for v in prompt_dim]
         self.feature_dim = fd
         self.n_history = int(n_history)
-        ks, red, ca = kernel_size, reduction, use_ca
+        cabs = _CabSettings(kernel_size, reduction, use_ca, act)
 
         self.feat_extract = conv(in_chans, n_feat0, kernel_size)
         widths = [n_feat0, *fd]
-        self.enc = nn.ModuleList(
-            DownBlock(widths[i], widths[i + 1], n_enc_cab[i], ks, red, ca) for i in range(3)
-        )
-        self.skip = nn.ModuleList(cab_stack(n_skip_cab[i], widths[i], ks, red, ca) for i in range(3))
-        self.bottleneck = cab_stack(n_bottleneck_cab, fd[2], ks, red, ca)
-        # decoder level i maps widths[i + 1] -> widths[i]; listed shallow to deep like the encoder
-        self.prompt = nn.ModuleList(
-            PromptBlock(pd[i], len_prompt[i], prompt_size[i], fd[i], learnable_prompt) for i in range(3)
-        )
-        self.dec = nn.ModuleList(
-            UpBlock(fd[i], widths[i], pd[i], n_dec_cab[i], ks, red, ca, self.n_history) for i in range(3)
-        )
+        self.enc_level1 = DownBlock(widths[0], widths[1], n_enc_cab[0], cabs, first_own_act=True)
+        self.enc_level2 = DownBlock(widths[1], widths[2], n_enc_cab[1], cabs)
+        self.enc_level3 = DownBlock(widths[2], widths[3], n_enc_cab[2], cabs)
+        self.skip_attn1 = SkipBlock(widths[0], n_skip_cab[0], cabs)
+        self.skip_attn2 = SkipBlock(widths[1], n_skip_cab[1], cabs)
+        self.skip_attn3 = SkipBlock(widths[2], n_skip_cab[2], cabs)
+        self.bottleneck = cabs.stack(n_bottleneck_cab, fd[2])
+        # decoder level l maps widths[l] -> widths[l - 1]; built deepest first, as the reference registers them
+        self.prompt_level3 = PromptBlock(pd[2], len_prompt[2], prompt_size[2], fd[2], learnable_prompt)
+        self.dec_level3 = UpBlock(fd[2], widths[2], pd[2], n_dec_cab[2], cabs, self.n_history)
+        self.prompt_level2 = PromptBlock(pd[1], len_prompt[1], prompt_size[1], fd[1], learnable_prompt)
+        self.dec_level2 = UpBlock(fd[1], widths[1], pd[1], n_dec_cab[1], cabs, self.n_history)
+        self.prompt_level1 = PromptBlock(pd[0], len_prompt[0], prompt_size[0], fd[0], learnable_prompt)
+        self.dec_level1 = UpBlock(fd[0], widths[0], pd[0], n_dec_cab[0], cabs, self.n_history)
         self.conv_last = conv(n_feat0, out_chans, 5)
 
     def forward(self, x: torch.Tensor, history: History | None = None) -> tuple[torch.Tensor, History | None]:
@@ -275,16 +339,20 @@ class PromptUnet(nn.Module):
             cascade's features in front and the oldest dropped.
         """
         x = self.feat_extract(x)
-        skips = []
-        for level in self.enc:
-            x, skip = level(x)
-            skips.append(skip)
+        x, skip1 = self.enc_level1(x)
+        x, skip2 = self.enc_level2(x)
+        x, skip3 = self.enc_level3(x)
         x = self.bottleneck(x)
+        levels = (
+            (self.prompt_level3, self.dec_level3, self.skip_attn3, skip3),
+            (self.prompt_level2, self.dec_level2, self.skip_attn2, skip2),
+            (self.prompt_level1, self.dec_level1, self.skip_attn1, skip1),
+        )
         current = []
-        for i in (2, 1, 0):
+        for depth, (prompt, dec, skip_attn, skip) in enumerate(levels):
             current.append(x)
-            past = None if history is None else history[2 - i]
-            x = self.dec[i](x, self.prompt[i](x), self.skip[i](skips[i]), past)
+            past = None if history is None else history[depth]
+            x = dec(x, prompt(x), skip_attn(skip), past)
         out = self.conv_last(x)
         if self.n_history == 0:
             return out, None

@@ -32,6 +32,8 @@ from kspacelab import challenge
 from kspacelab.errors import KspacelabError
 from kspacelab.models import build_model
 from kspacelab.models.base import InputSpec, ReconModel
+from kspacelab.models.promptmr_compat import is_legacy_state_dict
+from kspacelab.training.external_weights import external_model, unwrap_weights
 
 __all__ = [
     "ACCEPTED",
@@ -42,45 +44,6 @@ __all__ = [
     "read_state_dict",
     "safe_load",
 ]
-
-_VARNET_CASCADE = re.compile(r"^cascades\.(\d+)\.dc_weight$")
-_STATE_PREFIXES = ("model.", "varnet.", "module.")
-
-
-def _count_levels(state: dict[str, torch.Tensor], prefix: str) -> int:
-    levels = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(re.escape(prefix) + r"down_sample_layers\.(\d+)\.", k))
-    }
-    return len(levels)
-
-
-def _varnet_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
-    """VarNet constructor arguments inferred from a fastMRI-style state dict, or None if it is not one."""
-    cascades = {int(m.group(1)) for k in state if (m := _VARNET_CASCADE.match(k))}
-    sens = "sens_net.norm_unet.unet."
-    casc = "cascades.0.model.unet."
-    first = "down_sample_layers.0.layers.0.weight"
-    if not cascades or sens + first not in state or casc + first not in state:
-        return None
-    kwargs: dict[str, Any] = {
-        "num_cascades": len(cascades),
-        "chans": int(state[casc + first].shape[0]),
-        "pools": _count_levels(state, casc),
-        "sens_chans": int(state[sens + first].shape[0]),
-        "sens_pools": _count_levels(state, sens),
-    }
-    if "cascades.0.reg_weight" in state:  # kspacelab's GRAPPA-start variant
-        kwargs["initial_kspace"] = "grappa"
-    return kwargs
-
-
-def _strip_prefix(state: dict[str, Any]) -> dict[str, Any]:
-    for prefix in _STATE_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            return {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 @dataclass(frozen=True)
@@ -117,7 +80,10 @@ class LoadedModel:
 
 
 #: What kspacelab reads, for the messages that refuse a file.
-ACCEPTED = "kspacelab accepts a kspacelab training checkpoint or a fastMRI-style state dict of plain tensors"
+ACCEPTED = (
+    "kspacelab accepts a kspacelab training checkpoint or a fastMRI-style VarNet or PromptMR+ state dict of plain "
+    "tensors (alone, in a Lightning checkpoint or in a DeepSpeed mp_rank_00_model_states.pt)"
+)
 
 _FORCING_VARIABLES = ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_WEIGHTS_ONLY_LOAD")
 _probe_calls: list[int] = []
@@ -237,7 +203,7 @@ def is_training_checkpoint(obj: Any) -> bool:
 
 
 def _weights(obj: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    state = obj.get("state_dict", obj)
+    state = obj.get("state_dict", obj.get("module", obj))
     if (
         not isinstance(state, dict)
         or not state
@@ -250,14 +216,15 @@ def _weights(obj: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a kspacelab checkpoint (``model.`` prefix removed) or of a plain state dict (a
-    ``varnet.``/``module.`` prefix removed), read with ``weights_only=True``."""
+    """The model weights of a kspacelab checkpoint (``model.`` prefix removed) or of weights from elsewhere
+    (unwrapped by :func:`kspacelab.training.external_weights.unwrap_weights`: a ``state_dict`` or DeepSpeed
+    ``module`` entry, a ``model.``/``promptmr.``/``varnet.``/``module.`` prefix), read with ``weights_only=True``."""
     path = Path(checkpoint)
     obj = _read(path, "cpu")
     state = _weights(obj, path)
     if isinstance(obj.get("hyper_parameters"), dict) and any(k.startswith("model.") for k in state):
         return {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
-    return _strip_prefix(state)
+    return unwrap_weights(obj) or state
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -309,7 +276,9 @@ def _input_spec(model: nn.Module, crop: dict[str, int]) -> InputSpec:
     return declared.with_crop(crop)
 
 
-def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+def load_model(
+    checkpoint: str | Path, map_location: str | torch.device = "cpu", model_config: str | Path | None = None
+) -> LoadedModel:
     """Load a model for inference (eval mode) through :func:`safe_load` (``weights_only=True``).
 
     Accepted contents:
@@ -318,13 +287,19 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
       ``build_model(model_name, **model_kwargs)`` from ``hyper_parameters`` and given the ``model.*`` weights;
       the readout crop is the training module's ``crop_height`` (checkpoints written before it moved there kept
       it in the data module's hyper-parameters);
-    * a plain fastMRI-style VarNet ``state_dict`` (``cascades.{i}.dc_weight``, ``sens_net.norm_unet...``;
-      also under a ``state_dict`` key and/or a ``varnet.``/``module.`` prefix): ``num_cascades``, ``chans``,
-      ``pools``, ``sens_chans``, ``sens_pools`` are read off the tensor shapes (fastMRI's published weights).
+      PromptMR+ checkpoints written before the model took the reference implementation's parameter names are
+      renamed on load and built with ``shared_prelu=False`` (they had a PReLU per block) unless their settings
+      say otherwise;
+    * weights from elsewhere (:mod:`kspacelab.training.external_weights`): a fastMRI-style VarNet or a PromptMR+
+      state dict in the reference implementation's names, plain, in a Lightning checkpoint's ``state_dict``
+      (``model.``/``promptmr.``/``varnet.``/``module.`` prefix) or in DeepSpeed's ``module``; the configuration
+      is read off the tensor shapes, or from ``model_config`` for PromptMR+.
 
     Args:
         checkpoint: path of the ``.ckpt``/``.pt`` file.
         map_location: device for the tensors.
+        model_config: a YAML file of PromptMR+ arguments for weights from elsewhere (not for kspacelab training
+            checkpoints, which hold their configuration).
 
     Raises:
         KspacelabError: a missing, corrupt or unsafe file, broken settings inside it (``model_kwargs`` not a
@@ -337,8 +312,15 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     hparams = obj.get("hyper_parameters")
     data_hparams: dict[str, Any] = {}
     if isinstance(hparams, dict) and "model_name" in hparams:
+        if model_config is not None:
+            raise KspacelabError(
+                f"{path}: a kspacelab training checkpoint holds its model configuration; --model-config is for "
+                "weights from elsewhere"
+            )
         name, kwargs = _model_settings(hparams, path)
         weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        if name == "promptmr" and "shared_prelu" not in kwargs and is_legacy_state_dict(weights):
+            kwargs["shared_prelu"] = False  # written before the reference's names: one PReLU per block
         raw_data = obj.get("datamodule_hyper_parameters")
         data_hparams = dict(raw_data) if isinstance(raw_data, dict) else {}
         epoch, step = obj.get("epoch"), obj.get("global_step")
@@ -354,14 +336,11 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
         else:
             crop = _crop_setting(data_hparams.get("crop_height"), path, "datamodule crop_height")
     else:
-        weights = _strip_prefix(state)
-        inferred = _varnet_kwargs(weights)
-        if inferred is None:
-            raise KspacelabError(
-                f"{path}: unknown checkpoint contents (neither a kspacelab Lightning checkpoint nor a "
-                f"fastMRI VarNet state dict); {ACCEPTED}"
-            )
-        name, kwargs, crop = "varnet", inferred, {}
+        unwrapped = unwrap_weights(obj)
+        if unwrapped is None:
+            raise KspacelabError(f"{path}: no model weights found; {ACCEPTED}")
+        name, kwargs, weights = external_model(unwrapped, path, model_config)
+        crop = {}
         provenance = Provenance(path, "state_dict")
         hparams = {}
     try:
@@ -376,7 +355,8 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = " ".join(lines[:2])[:300] or type(err).__name__  # torch's heading and its first problem
         raise KspacelabError(
             f"{path}: weights do not fit model {name!r} {_short(kwargs, 200)}: {first}"
         ) from None
