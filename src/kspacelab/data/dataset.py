@@ -511,7 +511,8 @@ class SnuDataModule(pl.LightningDataModule):
             workers with every index (``(index, epoch)`` pairs from the training sampler).
         mask_augment: mask augmentation for the training split
             (:func:`kspacelab.data.augment.mask_augment_from_config`: ``kinds`` with weights, ``schedule``,
-            ``exclude_organiser_offset``, ``center_fractions``); None for none.
+            ``exclude_organiser_offset``, ``exclude_organiser_from``, ``center_fractions``, ``anatomies``); None for
+            none.
         both_accelerations: train every slice with an acc4 and an acc8 mask each epoch.
         epoch_offset: epochs trained before this run: the augmentation schedules and the training mask draws
             see ``epoch + epoch_offset`` (a fine-tuning stage that goes on counting epochs, as sMaRtIfy's expert
