@@ -19,6 +19,7 @@ from kspacelab.data.augment import (
 )
 from kspacelab.data.dataset import SnuDataModule
 from kspacelab.data.transforms import SliceTransform
+from kspacelab.errors import KspacelabError
 from kspacelab.models.base import InputSpec
 
 
@@ -319,3 +320,44 @@ def test_training_samples_carry_the_volume_max_foreground_area(tiny_root: Path) 
         area = int(metrics.foreground_mask(sample.target.numpy(), volume.anatomy).sum())
         assert area <= sample.max_area
     assert dm.val_dataset[0].max_area == 0.0  # validation does not need it
+
+
+def test_exclude_organiser_from_an_epoch_and_the_epoch_offset(tiny_root: Path) -> None:
+    """From epoch ``exclude_organiser_from`` on, a drawn mask equal to the organiser's is drawn again; the data
+    module's ``epoch_offset`` shifts every training-epoch schedule (a fine-tuning run that goes on counting)."""
+    from kspacelab.data.augment import mask_augment_from_config
+    from kspacelab.masks import snu_mask
+
+    config = {"kinds": {"organiser": 1.0, "random_offset": 1.0}, "exclude_organiser_from": 3}
+    augment = mask_augment_from_config(config, seed=5)
+    assert augment is not None and augment.exclude_organiser_from == 3
+    organiser = snu_mask(40, 4)
+
+    def organiser_count(epoch: int) -> int:
+        augment.set_epoch(epoch)
+        drawn = [augment.draw(40, 4, "brain", f"brain_acc4_{i}.h5", 0) for i in range(40)]
+        return sum(bool(np.array_equal(m, organiser)) for m in drawn)
+
+    assert organiser_count(2) > 10  # over half of the draws (organiser kind, or a random offset that is it)
+    assert organiser_count(3) == 0 and organiser_count(9) == 0
+    with pytest.raises(ValueError, match="exclude_organiser_from needs"):
+        mask_augment_from_config({"kinds": {"organiser": 1.0}, "exclude_organiser_from": 0})
+
+    settings = {
+        "augment": {"schedule": {"strength": 0.5, "kind": "linear", "delay": 10, "max_epochs": 20}},
+        "mask_augment": {"kinds": {"random_lines": 1.0}, "schedule": {"kind": "linear", "max_epochs": 20}},
+    }
+    plain = SnuDataModule(str(tiny_root), **settings).training_transform()  # type: ignore[arg-type]
+    shifted = SnuDataModule(str(tiny_root), epoch_offset=10, **settings).training_transform()  # type: ignore[arg-type]
+    plain.set_epoch(15)
+    shifted.set_epoch(5)
+    assert shifted.epoch == plain.epoch == 15
+    assert shifted.augment is not None and plain.augment is not None and shifted.mask_augment is not None
+    assert shifted.augment.probability() == plain.augment.probability() == pytest.approx(0.25)
+    assert shifted.mask_augment.probability() == pytest.approx(0.75)
+    # same epoch, same draws
+    draw = shifted.mask_augment.draw(40, 4, "knee", "knee_acc4_1.h5", 0)
+    assert plain.mask_augment is not None and draw is not None
+    assert draw.tolist() == plain.mask_augment.draw(40, 4, "knee", "knee_acc4_1.h5", 0).tolist()
+    with pytest.raises(KspacelabError, match="epoch_offset"):
+        SnuDataModule(str(tiny_root), epoch_offset=-1)

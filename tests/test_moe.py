@@ -424,3 +424,73 @@ def test_bundle_member_trained_in_stages(tiny_root: Path, tmp_path: Path) -> Non
     (tmp_path / "bad.yaml").write_text("experts:\n  - {name: x, stages: missing.yaml}\n")
     with pytest.raises(KspacelabError, match=r"staged recipe missing\.yaml not found"):
         read_recipe(tmp_path / "bad.yaml")
+
+
+def test_experts_fine_tuned_from_a_shared_member(tiny_root: Path, tmp_path: Path) -> None:
+    """``shared`` members train on all the data first, outside the manifest; ``init_from`` starts an expert (a
+    single run or the first stage of a staged one) from the shared member's final weights."""
+    demo = REPO / "src" / "kspacelab" / "configs" / "demo.yaml"
+    steps = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "1"]
+    stages = tmp_path / "stages.yaml"
+    stages.write_text(yaml.safe_dump({"stages": [{"name": "one", "config": str(demo)}]}))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "anatomy_source": "filename",
+                "shared": [{"name": "base", "config": str(demo), "args": steps}],
+                "experts": [
+                    {
+                        "name": "brain",
+                        "anatomy": "brain",
+                        "init_from": "base",
+                        "config": str(demo),
+                        "args": steps,
+                    },
+                    {
+                        "name": "knee",
+                        "anatomy": "knee",
+                        "init_from": "base",
+                        "stages": str(stages),
+                        "args": steps,
+                    },
+                ],
+            }
+        )
+    )
+    run = tmp_path / "run"
+    argv = ["train", "--bundle", str(recipe), "--run-dir", str(run), "--data.root", str(tiny_root)]
+    argv += ["--model.model_kwargs", TINY_VARNET, "--trainer.enable_progress_bar", "false"]
+    assert main(argv) == 0
+    base_last = run / "base" / "checkpoints" / "last.ckpt"
+    assert base_last.is_file()
+    for marker in (run / "brain" / "kspacelab-run.json", run / "knee" / "one" / "kspacelab-run.json"):
+        assert json.loads(marker.read_text())["init_weights"] == str(base_last)
+    manifest = read_bundle(run / "bundle.yaml")
+    assert [e.name for e in manifest.experts] == ["brain", "knee"]  # the shared model is no expert
+    # the shared model trained on both anatomies; the experts only on their own
+    base_config = yaml.safe_load((run / "base" / "config.yaml").read_text())
+    assert base_config["data"]["only_anatomies"] is None
+    assert yaml.safe_load((run / "brain" / "config.yaml").read_text())["data"]["only_anatomies"] == ["brain"]
+    # a fine-tuned expert differs from where it started, which differs from a fresh start
+    start = torch.load(base_last, weights_only=True)["state_dict"]
+    tuned = torch.load(run / "brain" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert start.keys() == tuned.keys() and any(not torch.equal(start[k], tuned[k]) for k in start)
+    from kspacelab.experts.training import read_recipe
+
+    expert = {"name": "e", "config": str(demo)}
+    for raw, message in (
+        ({"experts": [{**expert, "init_from": "nowhere"}]}, "is not a shared member"),
+        (
+            {"shared": [{**expert, "name": "s", "anatomy": "brain"}], "experts": [expert]},
+            "trains on all the data",
+        ),
+        (
+            {"shared": [{**expert, "name": "s", "init_from": "s"}], "experts": [expert]},
+            "'init_from' must name",
+        ),
+    ):
+        recipe.write_text(yaml.safe_dump(raw))
+        with pytest.raises(KspacelabError, match=message) as err:
+            read_recipe(recipe)
+        assert "\n" not in str(err.value) and str(recipe) in str(err.value)

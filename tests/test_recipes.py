@@ -102,3 +102,33 @@ def test_recipe_members_take_a_list_of_configs_and_report_bad_ones(tmp_path: Pat
         with pytest.raises(KspacelabError, match=message) as err:
             read_recipe(bundle)
         assert str(bundle) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ej_recipe_trains_on_train_and_val_deterministically() -> None:
+    """EJ used no validation split, deterministic settings, DeepSpeed's gradient clipping 0.01, and its training
+    scripts pass n_bottleneck_cab 3 (its README says 1)."""
+    from kspacelab.experts.training import read_recipe
+    from kspacelab.training.recipes import compose
+    from kspacelab.training.stages import read_stages
+
+    # every EJ run builds on the model recipe: each stage, each expert of the mixture
+    assert all(
+        s.configs[0].name == "snu2025_promptmr_ej.yaml"
+        for s in read_stages(CONFIGS / "snu2025_ej_stages.yaml")
+    )
+    experts = [m for m in read_recipe(CONFIGS / "snu2025_moe.yaml")[0] if m.role == "expert"]
+    assert len(experts) == 4 and all(m.stages == CONFIGS / "snu2025_ej_stages.yaml" for m in experts)
+    config = compose([CONFIGS / "snu2025_promptmr_ej.yaml"])
+    assert config["data"]["merge_val_into_train"] is True
+    assert config["trainer"]["deterministic"] == "warn" and config["trainer"]["gradient_clip_val"] == 0.01
+    assert config["model"]["model_kwargs"]["n_bottleneck_cab"] == 3
+    assert config["checkpoint"] == {"keep_every_epoch": False}
+
+
+def test_no_rank_claims_in_readme_and_recipes() -> None:
+    """The teams' repositories give their leaderboard scores, not final places."""
+    import re
+
+    texts = [REPO / "README.md", *CONFIGS.glob("snu2025_*.yaml")]
+    for path in texts:
+        assert not re.search(r"\b(2nd|4th)[- ]place\b|\b(2nd|4th) place\b", path.read_text()), path

@@ -26,7 +26,7 @@ from kspacelab.cli import main
 from kspacelab.data.dataset import SnuDataModule
 from kspacelab.errors import KspacelabError
 from kspacelab.masks import center_block
-from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_ssim_loss
+from kspacelab.metrics import foreground_mask, leaderboard_ssim_volume, masked_ssim_loss, ssim_per_slice
 from kspacelab.physics import crop_readout, flip_width_kspace
 from kspacelab.training import ReconModule, load_model, warmup_cosine_lr
 
@@ -111,6 +111,81 @@ def test_loss_terms_match_the_metric_functions(tiny_root: Path) -> None:
     batch_max = masked_ssim_loss(output, target, max_value, masks, area_weighted=True)
     if bool((torch.as_tensor(batch.max_area) > masks.flatten(1).sum(1).max()).any()):
         assert float(batch_max) != pytest.approx(float(ssim_term), rel=1e-9)
+
+
+def test_background_weight_and_regulariser_options(tiny_root: Path) -> None:
+    """sMaRtIfy's loss options: pixels outside the foreground weighted by ``background_weight``; an L1 or L2
+    term on the weighted images, area-weighted, from ``regularizer_start_epoch`` on."""
+    batch = _batches(tiny_root, "train")[1]
+    base = ReconModule(model_kwargs=TINY_MODEL, area_weighted_loss=True)
+    with torch.no_grad():
+        output = base(batch)
+        plain = base.compute_loss(output, batch)
+    target, max_value = batch.target, torch.as_tensor(batch.max_value)
+    masks = torch.stack([foreground_mask(target[i], a) for i, a in enumerate(batch.anatomy)])
+    assert not bool(masks.all())  # the tiny slices have background, so the weight matters
+    weights = masks.float() + 0.3 * (~masks).float()
+    area = torch.sqrt(masks.flatten(1).sum(1) / torch.as_tensor(batch.max_area))
+    ssim = ssim_per_slice(output * weights, target * weights, max_value)  # the images weighted, then SSIM
+    shaded = ReconModule(model_kwargs=TINY_MODEL, area_weighted_loss=True, background_weight=0.3)
+    got = shaded.compute_loss(output, batch)
+    assert float(got) == pytest.approx(float(((1 - ssim) * area).mean()), rel=1e-5)
+    assert float(got) != pytest.approx(float(plain), rel=1e-4)
+    one = ReconModule(model_kwargs=TINY_MODEL, background_weight=1.0).compute_loss(output, batch)
+    assert float(one) == pytest.approx(
+        float((1 - ssim_per_slice(output, target, max_value)).mean()), rel=1e-5
+    )
+
+    diff = ((output - target) * weights).flatten(1) / max_value[:, None]
+    for norm, term in (("l1", diff.abs().mean(1)), ("l2", diff.square().mean(1))):
+        module = ReconModule(
+            model_kwargs=TINY_MODEL,
+            area_weighted_loss=True,
+            background_weight=0.3,
+            l1_weight=2.0,
+            regularizer=norm,  # type: ignore[arg-type]
+            regularizer_masked=True,
+            regularizer_start_epoch=1,
+        )
+        assert float(module.compute_loss(output, batch)) == pytest.approx(
+            float(got), rel=1e-6
+        )  # epoch 0: off
+        module._epoch = lambda: 1  # type: ignore[method-assign]
+        expected = got + 2.0 * (term * area).mean()
+        assert float(module.compute_loss(output, batch)) == pytest.approx(float(expected), rel=1e-5), norm
+    for bad in ({"background_weight": 1.5}, {"regularizer": "l3"}, {"regularizer_start_epoch": -1}):
+        with pytest.raises(KspacelabError, match="model\\."):
+            ReconModule(model_kwargs=TINY_MODEL, **bad)  # type: ignore[arg-type]
+
+
+def test_loss_log_and_a_checkpoint_per_epoch(tiny_root: Path, tmp_path: Path) -> None:
+    """``loss_log.npy``: one row per epoch ``[epoch, mean training loss, 1 - val/ssim]``;
+    ``checkpoint.keep_every_epoch`` keeps ``epoch{N:03d}.ckpt`` of every epoch."""
+    run_dir = tmp_path / "run"
+    argv = _train_args(tiny_root, run_dir, "--checkpoint.keep_every_epoch", "true", steps=-1)
+    argv += [
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+    assert main(argv) == 0
+    log = np.load(run_dir / "loss_log.npy")
+    assert log.shape == (2, 3) and log.dtype == np.float64 and log[:, 0].tolist() == [0.0, 1.0]
+    with open(next((run_dir / "logs").glob("version_*/metrics.csv"))) as fh:
+        rows = list(csv.DictReader(fh))
+    ssim = [float(r["val/ssim"]) for r in rows if r.get("val/ssim")]
+    np.testing.assert_allclose(log[:, 2], 1 - np.array(ssim), rtol=1e-6)
+    per_step = [(int(r["epoch"]), float(r["train/loss"])) for r in rows if r.get("train/loss")]
+    assert len(per_step) == 4  # every step logged
+    means = [np.mean([loss for epoch, loss in per_step if epoch == e]) for e in (0, 1)]
+    np.testing.assert_allclose(log[:, 1], means, rtol=1e-6)
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("epoch*.ckpt")) == ["epoch000.ckpt", "epoch001.ckpt"]
+    assert torch.load(checkpoints / "epoch000.ckpt", weights_only=True)["global_step"] == 2
+    assert torch.load(checkpoints / "epoch001.ckpt", weights_only=True)["global_step"] == 4
 
 
 def test_train_cli_writes_checkpoints_config_and_logs(first_run: Path) -> None:
@@ -292,6 +367,11 @@ def test_cosine_warmup_and_epoch_schedules() -> None:
     step = ReconModule(model_kwargs=TINY_MODEL, lr=1.0, scheduler="step", step_size=3, gamma=0.5)
     lrs, interval = _lrs(step, steps=7, per_epoch=1)
     assert interval == "epoch" and lrs == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25])
+    offset = ReconModule(
+        model_kwargs=TINY_MODEL, lr=1.0, scheduler="step", step_size=3, gamma=0.5, step_start_epoch=2
+    )
+    lrs, _ = _lrs(offset, steps=7, per_epoch=1)  # stepped from the end of epoch 2: drops in epochs 5 and 8
+    assert lrs == pytest.approx([1, 1, 1, 1, 1, 0.5, 0.5, 0.5])
     exp = ReconModule(model_kwargs=TINY_MODEL, lr=1.0, scheduler="exponential", gamma=0.96)
     lrs, interval = _lrs(exp, steps=3, per_epoch=1)
     assert interval == "epoch" and lrs == pytest.approx([1, 0.96, 0.96**2, 0.96**3])

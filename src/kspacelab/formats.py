@@ -48,6 +48,7 @@ __all__ = [
     "all_or_nothing",
     "anatomy_from_name",
     "atomic_h5",
+    "atomic_npy",
     "atomic_text",
     "discover_folder",
     "discover_nyu",
@@ -357,6 +358,12 @@ def atomic_text(path: StrPath, text: str) -> None:
     temporary is removed on any failure, and an OS error becomes a one-line :class:`KspacelabError`."""
     with _replacing(path) as tmp, open(tmp, "x", encoding="utf-8") as f:
         f.write(text)
+
+
+def atomic_npy(path: StrPath, array: np.ndarray) -> None:
+    """Write a numpy array as ``.npy`` atomically (as :func:`atomic_text`); ``path`` is used as given."""
+    with _replacing(path) as tmp, open(tmp, "xb") as f:
+        np.save(f, array)
 
 
 def _present(path: Path) -> bool:

@@ -32,7 +32,9 @@ __all__ = [
     "SSIM_K1",
     "SSIM_K2",
     "SSIM_WIN_SIZE",
+    "area_weight",
     "foreground_mask",
+    "foreground_weights",
     "leaderboard_ssim",
     "leaderboard_ssim_volume",
     "masked_ssim_loss",
@@ -225,6 +227,39 @@ def ssim_per_slice(
     return ssim_map.mean(dim=(-2, -1)).reshape(lead)
 
 
+def foreground_weights(mask: torch.Tensor, background_weight: float = 0.0) -> torch.Tensor:
+    """Pixel weights of a loss: 1 on the foreground ``mask`` (bool, any shape), ``background_weight`` elsewhere.
+
+    Returns a real tensor of the mask's shape (float32 for a bool mask, else the mask's dtype); with
+    ``background_weight = 0`` it is the mask itself as 0/1.
+    """
+    dtype = mask.dtype if mask.dtype.is_floating_point else torch.float32
+    weights = mask.to(dtype)
+    if background_weight:
+        weights = weights + (1.0 - weights) * background_weight
+    return weights
+
+
+def area_weight(mask: torch.Tensor, max_area: torch.Tensor | float | None = None) -> torch.Tensor:
+    """``sqrt(area / max_area)`` per slice of a foreground ``mask`` ``(B, H, W)`` (area = foreground pixels).
+
+    ``max_area``: ``(B,)`` or scalar, the foreground maximum over each slice's volume; None: the batch maximum.
+    Returns ``(B,)`` float32 (the mask's dtype when it is floating).
+    """
+    dtype = mask.dtype if mask.dtype.is_floating_point else torch.float32
+    h, w = mask.shape[-2:]
+    area = mask.to(dtype).reshape(-1, h, w).sum(dim=(-2, -1))
+    if max_area is None:
+        reference = area.amax() if area.numel() > 0 else area.new_ones(())
+    else:
+        reference = torch.as_tensor(max_area, dtype=dtype, device=area.device)
+        if reference.ndim > 0 and tuple(reference.shape) != tuple(area.shape):
+            raise ValueError(
+                f"max_area shape {tuple(reference.shape)} does not match the batch shape {tuple(area.shape)}"
+            )
+    return torch.sqrt(area / reference.clamp_min(1))
+
+
 def masked_ssim_loss(
     recon: torch.Tensor,
     target: torch.Tensor,
@@ -232,15 +267,16 @@ def masked_ssim_loss(
     anatomy_or_mask: str | torch.Tensor,
     area_weighted: bool = False,
     max_area: torch.Tensor | None = None,
+    background_weight: float = 0.0,
 ) -> torch.Tensor:
     """Training loss ``1 - SSIM`` with the leaderboard foreground mask, averaged over the batch.
 
     With ``area_weighted`` each slice's ``1 - SSIM`` is multiplied by ``sqrt(area(M_slice) / max_area)``,
-    where ``area`` counts foreground pixels. ``max_area`` should be the maximum foreground area over the
-    slices of the *volume* the slice comes from (as the 2025 entries' recipes do), computed once per
-    volume by the data pipeline and passed per slice; when it is not given, the maximum over the batch is
-    used, which equals the volume rule only when the batch holds a whole volume. Slices with an empty mask
-    contribute 0.
+    where ``area`` counts foreground pixels (:func:`area_weight`). ``max_area`` should be the maximum
+    foreground area over the slices of the *volume* the slice comes from (as the 2025 entries' recipes do),
+    computed once per volume by the data pipeline and passed per slice; when it is not given, the maximum over
+    the batch is used, which equals the volume rule only when the batch holds a whole volume. Slices with an
+    empty mask contribute 0 when area-weighted.
 
     Args:
         recon: reconstruction ``(B, H, W)`` (or ``(H, W)``), real floating tensor (float32 in training).
@@ -251,6 +287,8 @@ def masked_ssim_loss(
         area_weighted: apply the ``sqrt(area / max_area)`` weight.
         max_area: optional ``(B,)`` (or scalar) tensor, foreground area maximum over each slice's volume, in
             pixels.
+        background_weight: the images are multiplied by 1 on the mask and by this weight outside it before
+            the SSIM (0: the leaderboard's masked SSIM; 1: unmasked); the area still counts the mask.
 
     Returns:
         0-d tensor, differentiable with respect to ``recon``; 0 for a perfect reconstruction.
@@ -260,22 +298,12 @@ def masked_ssim_loss(
             mask = foreground_mask(target.detach(), anatomy_or_mask)
     else:
         mask = anatomy_or_mask
-    scores = ssim_per_slice(recon, target, max_value, mask=mask)
+    weights = foreground_weights(mask, background_weight) if background_weight else mask
+    scores = ssim_per_slice(recon, target, max_value, mask=weights)
     loss = 1 - scores
     if area_weighted:
-        h, w = recon.shape[-2:]
-        flat_mask = mask.to(device=loss.device, dtype=loss.dtype).reshape(-1, h, w)
-        area = flat_mask.sum(dim=(-2, -1)).reshape(loss.shape)
-        if max_area is None:
-            reference = area.amax() if area.numel() > 0 else area.new_ones(())
-        else:
-            reference = torch.as_tensor(max_area, dtype=loss.dtype, device=loss.device)
-            if reference.ndim > 0 and tuple(reference.shape) != tuple(loss.shape):
-                raise ValueError(
-                    f"max_area shape {tuple(reference.shape)} does not match "
-                    f"the batch shape {tuple(loss.shape)}"
-                )
-        loss = loss * torch.sqrt(area / reference.clamp_min(1))
+        weight = area_weight(mask.to(device=loss.device, dtype=loss.dtype), max_area)
+        loss = loss * weight.reshape(loss.shape)
     return loss.mean()
 
 

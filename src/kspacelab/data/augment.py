@@ -126,13 +126,17 @@ class MRAugment:
         """The current training epoch (selects the schedule's probability and reseeds the draws)."""
         self.epoch = int(epoch)
 
+    def probability(self) -> float:
+        """The schedule's probability ``p`` at the current epoch (each transform fires with ``p * weight``)."""
+        return self.schedule.probability(self.epoch)
+
     def params_for(self, anatomy: str) -> AugmentParams:
         """The anatomy's parameter set, else ``"default"``."""
         return self.params.get(anatomy) or self.params.get("default") or AugmentParams()
 
     def draw(self, anatomy: str, fname: str, slice_num: int) -> dict[str, Any]:
         """The transforms one slice gets this epoch (empty when none fires)."""
-        p = self.schedule.probability(self.epoch)
+        p = self.probability()
         if p <= 0:
             return {}
         prm = self.params_for(anatomy)
@@ -281,7 +285,10 @@ class MaskAugment:
     centre; fastMRI kinds use ``center_fractions[acc]``. ``exclude_organiser_offset`` keeps ``random_offset``
     draws off the organiser's offset (so "helper" experts never see the organiser mask from it). ``anatomies``
     restricts the replacement to slices of those anatomies (EJ's stage 3 re-drew only the knee masks); ``None``
-    applies it to every slice. Draws depend only on ``(seed, epoch, file name, slice)``.
+    applies it to every slice. From epoch ``exclude_organiser_from`` on (None: never), a drawn mask that equals
+    the organiser mask of its width and acceleration is drawn again (sMaRtIfy's helpers after their first 30
+    epochs), so the replacement is never the organiser's. Draws depend only on ``(seed, epoch, file name,
+    slice)``.
     """
 
     kinds: dict[str, float] = field(default_factory=lambda: {"random_offset": 1.0})
@@ -289,6 +296,7 @@ class MaskAugment:
     exclude_organiser_offset: bool = False
     anatomies: tuple[str, ...] | None = None
     center_fractions: dict[int, float] = field(default_factory=lambda: dict(_DEFAULT_CENTER_FRACTIONS))
+    exclude_organiser_from: int | None = None
     seed: int = 0
     epoch: int = 0
 
@@ -302,10 +310,27 @@ class MaskAugment:
             raise ValueError(
                 f"mask_augment.anatomies must list {' and/or '.join(ANATOMIES)}, got {list(self.anatomies)}"
             )
+        if self.exclude_organiser_from is not None and not any(
+            w > 0 for k, w in self.kinds.items() if k != "organiser"
+        ):
+            raise ValueError(
+                "exclude_organiser_from needs a mask kind other than 'organiser' with a positive weight"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """The current training epoch (selects the schedule's probability and reseeds the draws)."""
         self.epoch = int(epoch)
+
+    def probability(self) -> float:
+        """The probability that a slice's mask is replaced at the current epoch."""
+        return self.schedule.probability(self.epoch)
+
+    def kind_probabilities(self) -> dict[str, float]:
+        """The probability of each kind of replacement mask at the current epoch (the schedule's probability
+        times the kind's share of the weights); the rest of the probability keeps the slice's own mask."""
+        total = sum(self.kinds.values())
+        p = self.probability()
+        return {kind: p * weight / total for kind, weight in sorted(self.kinds.items())}
 
     def draw(self, width: int, acc: int, anatomy: str, fname: str, slice_num: int) -> Any:
         """A ``(W,)`` bool mask of acceleration ``acc``, or None to keep the slice's own mask.
@@ -316,12 +341,30 @@ class MaskAugment:
 
         from kspacelab import masks
 
-        p = self.schedule.probability(self.epoch)
+        p = self.probability()
         if p <= 0 or (self.anatomies is not None and anatomy not in self.anatomies):
             return None
         rng = np.random.default_rng(stable_seed(self.seed, self.epoch, fname, slice_num, "mask"))
         if rng.random() >= p:
             return None
+        drawn = self._draw_kind(width, acc, rng)
+        if self.exclude_organiser_from is not None and self.epoch >= self.exclude_organiser_from:
+            organiser = masks.snu_mask(width, acc)
+            for _ in range(1000):
+                if not np.array_equal(drawn, organiser):
+                    return drawn
+                drawn = self._draw_kind(width, acc, rng)
+            raise ValueError(
+                f"mask_augment: 1000 draws in a row equal the organiser mask (W={width}, acc={acc})"
+            )
+        return drawn
+
+    def _draw_kind(self, width: int, acc: int, rng: Any) -> Any:
+        """One mask ``(W,)`` bool of a kind drawn by weight from ``kinds`` (``rng``: numpy Generator)."""
+        import numpy as np
+
+        from kspacelab import masks
+
         names = sorted(self.kinds)
         weights = np.array([self.kinds[n] for n in names], dtype=np.float64)
         kind = names[int(rng.choice(len(names), p=weights / weights.sum()))]
@@ -343,10 +386,17 @@ class MaskAugment:
 
 def mask_augment_from_config(config: Mapping[str, Any] | None, seed: int = 0) -> MaskAugment | None:
     """A :class:`MaskAugment` from a config mapping (``kinds``, ``schedule``, ``exclude_organiser_offset``,
-    ``center_fractions``, ``anatomies``), or None for None / ``{}``."""
+    ``exclude_organiser_from``, ``center_fractions``, ``anatomies``), or None for None / ``{}``."""
     if not config:
         return None
-    known = {"kinds", "schedule", "exclude_organiser_offset", "center_fractions", "anatomies"}
+    known = {
+        "kinds",
+        "schedule",
+        "exclude_organiser_offset",
+        "exclude_organiser_from",
+        "center_fractions",
+        "anatomies",
+    }
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"unknown mask_augment keys {unknown}; known: {sorted(known)}")
@@ -362,5 +412,8 @@ def mask_augment_from_config(config: Mapping[str, Any] | None, seed: int = 0) ->
         exclude_organiser_offset=bool(config.get("exclude_organiser_offset", False)),
         center_fractions=fractions,
         anatomies=None if config.get("anatomies") is None else tuple(str(a) for a in config["anatomies"]),
+        exclude_organiser_from=(
+            None if config.get("exclude_organiser_from") is None else int(config["exclude_organiser_from"])
+        ),
         seed=seed,
     )

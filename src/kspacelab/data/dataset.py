@@ -508,6 +508,7 @@ class SnuDataModule(pl.LightningDataModule):
         augment: dict[str, Any] | None = None,
         mask_augment: dict[str, Any] | None = None,
         both_accelerations: bool = False,
+        epoch_offset: int = 0,
         seed: int = 0,
     ) -> None:
         """Args:
@@ -530,8 +531,12 @@ class SnuDataModule(pl.LightningDataModule):
             workers with every index (``(index, epoch)`` pairs from the training sampler).
         mask_augment: mask augmentation for the training split
             (:func:`kspacelab.data.augment.mask_augment_from_config`: ``kinds`` with weights, ``schedule``,
-            ``exclude_organiser_offset``, ``center_fractions``); None for none.
+            ``exclude_organiser_offset``, ``exclude_organiser_from``, ``center_fractions``, ``anatomies``); None for
+            none.
         both_accelerations: train every slice with an acc4 and an acc8 mask each epoch.
+        epoch_offset: epochs trained before this run: the augmentation schedules and the training mask draws
+            see ``epoch + epoch_offset`` (a fine-tuning stage that goes on counting epochs, as sMaRtIfy's expert
+            stage from epoch 30).
         seed: seed of the volume subsets, the training order and the training mask RNG.
         """
         super().__init__()
@@ -556,6 +561,9 @@ class SnuDataModule(pl.LightningDataModule):
         except (TypeError, ValueError) as err:
             raise KspacelabError(f"data.mask_augment: {err}") from None
         self.both_accelerations = both_accelerations
+        if epoch_offset < 0:
+            raise KspacelabError(f"data.epoch_offset must be >= 0, got {epoch_offset}")
+        self.epoch_offset = int(epoch_offset)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.mask_type = mask_type
@@ -609,7 +617,13 @@ class SnuDataModule(pl.LightningDataModule):
             augment=augment_from_config(self.augment_config, self.seed) if train else None,
             mask_seed=self.seed if train else None,
             mask_augment=mask_augment_from_config(self.mask_augment_config, self.seed) if train else None,
+            epoch_offset=self.epoch_offset if train else 0,
         )
+
+    def training_transform(self) -> SliceTransform:
+        """A fresh transform of the training split (masks, MRAugment, mask augmentation, ``epoch_offset``): what
+        every training sample goes through; :meth:`SliceTransform.set_epoch` selects the epoch."""
+        return self._transform(train=True)
 
     def set_input_spec(self, spec: InputSpec) -> None:
         """Prepare inputs as ``spec`` says (the model's :meth:`~kspacelab.models.base.ReconModel.input_spec` with
@@ -629,7 +643,7 @@ class SnuDataModule(pl.LightningDataModule):
                 train_volumes += self._volumes(self.val_split)
             self.train_dataset = SliceDataset(
                 train_volumes,
-                self._transform(train=True),
+                self.training_transform(),
                 self.sample_rate,
                 self.seed,
                 mask_accelerations=list(challenge.ACCELERATIONS) if self.both_accelerations else None,

@@ -49,6 +49,7 @@ class SliceTransform:
         mask_seed: int | None = None,
         mask_augment: MaskAugment | None = None,
         inference: bool = False,
+        epoch_offset: int = 0,
     ) -> None:
         """Args:
         input_spec: the model's inputs (:class:`~kspacelab.models.base.InputSpec`): adjacent slices stacked
@@ -68,7 +69,11 @@ class SliceTransform:
         inference: a readout crop that would cut into the target is widened to hold it
             (:meth:`output_height`) instead of raising: the crop only saves memory in training, and a model
             must reconstruct any geometry.
+        epoch_offset: epochs trained before this run (a fine-tuning stage that goes on counting): the mask
+            draws and the augmentation schedules see ``epoch + epoch_offset``.
         """
+        if epoch_offset < 0:
+            raise ValueError(f"epoch_offset must be >= 0, got {epoch_offset}")
         if not use_file_mask and mask_func is None:
             raise ValueError("use_file_mask=False needs a mask_func")
         self.input_spec = input_spec if input_spec is not None else InputSpec()
@@ -84,15 +89,17 @@ class SliceTransform:
         self.mask_seed = mask_seed
         self.mask_augment = mask_augment
         self.inference = inference
-        self.epoch = 0
+        self.epoch_offset = int(epoch_offset)
+        self.epoch = self.epoch_offset
 
     def set_epoch(self, epoch: int) -> None:
-        """The training epoch the next samples belong to (mask draws with ``mask_seed``, MRAugment)."""
-        self.epoch = int(epoch)
+        """The training epoch of this run the next samples belong to (mask draws with ``mask_seed``, MRAugment,
+        mask augmentation), which all see ``epoch + epoch_offset``."""
+        self.epoch = int(epoch) + self.epoch_offset
         if self.augment is not None:
-            self.augment.set_epoch(epoch)
+            self.augment.set_epoch(self.epoch)
         if self.mask_augment is not None:
-            self.mask_augment.set_epoch(epoch)
+            self.mask_augment.set_epoch(self.epoch)
 
     def output_height(self, height: int, anatomy: str, target_height: int | None = None) -> int:
         """Readout height ``H`` of ``masked_kspace`` for an input of ``height`` rows and ``anatomy``.

@@ -11,6 +11,15 @@ A bundle recipe (YAML) lists what to train; config paths are relative to the rec
       - ...
     fallback: {config: demo.yaml, args: []}      # optional: one model on all the data
 
+``shared`` (optional) lists models trained on all the data (no route) before the experts and left out of the
+manifest; a member with ``init_from: NAME`` starts from the final weights (``last.ckpt``) of the shared member
+``NAME`` with a fresh optimiser and schedule: sMaRtIfy's experts, each fine-tuned from one 30-epoch model::
+
+    shared:
+      - {name: base, config: snu2025_promptmr_smartify.yaml}
+    experts:
+      - {name: brain_acc4, anatomy: brain, acc: 4, init_from: base, config: [..., snu2025_smartify_expert.yaml]}
+
 ``config`` may also be a list of files (or names of bundled recipes), merged in order (later files override
 earlier ones), e.g. ``[snu2025_promptmr_smartify.yaml, snu2025_smartify_helper.yaml]`` for a "helper" expert.
 Instead of ``config``, a member may name a staged recipe, ``stages: snu2025_ej_stages.yaml``
@@ -35,7 +44,7 @@ from kspacelab.challenge import ACCELERATIONS, ANATOMIES
 from kspacelab.errors import KspacelabError
 from kspacelab.experts.manifest import ANY, MASK_RULES, read_bundle, write_bundle
 from kspacelab.training.recipes import find_config, load_recipe, recipe_args, recipe_configs
-from kspacelab.training.run import fit_or_reuse
+from kspacelab.training.run import LAST_CHECKPOINT, fit_or_reuse
 from kspacelab.training.stages import train_stages
 
 __all__ = ["BundleMember", "read_recipe", "train_bundle"]
@@ -46,13 +55,14 @@ class BundleMember:
     """One training run of a bundle recipe."""
 
     name: str
-    role: str  # "expert" | "classifier" | "fallback"
+    role: str  # "expert" | "classifier" | "fallback" | "shared"
     configs: tuple[Path, ...]  # merged in order; on top of every stage with ``stages``
     args: tuple[str, ...]
     anatomy: str = ANY
     acc: int | str = ANY
     mask_rule: str = ANY
     stages: Path | None = None  # a staged recipe instead of a single run
+    init_from: str | None = None  # the shared member whose final weights this member starts from
 
     def route_args(self) -> list[str]:
         """Data restrictions of an expert's route (override words)."""
@@ -84,17 +94,34 @@ def _member(entry: Any, role: str, name: str, base: Path, where: str) -> BundleM
         raise KspacelabError(f"{where}: acc must be {' | '.join(map(str, ACCELERATIONS))} | any, got {acc!r}")
     if rule != ANY and rule not in MASK_RULES:
         raise KspacelabError(f"{where}: mask_rule must be organiser | other | any, got {rule!r}")
-    return BundleMember(str(entry.get("name") or name), role, configs, args, anatomy, acc, rule, stages)
+    init_from = entry.get("init_from")
+    if init_from is not None and (not isinstance(init_from, str) or role in ("classifier", "shared")):
+        raise KspacelabError(
+            f"{where}: 'init_from' must name a shared member (experts and the fallback only)"
+        )
+    if role == "shared" and (anatomy, acc, rule) != (ANY, ANY, ANY):
+        raise KspacelabError(
+            f"{where}: a shared member trains on all the data (no anatomy, acc or mask_rule)"
+        )
+    return BundleMember(
+        str(entry.get("name") or name), role, configs, args, anatomy, acc, rule, stages, init_from
+    )
 
 
 def read_recipe(path: str | Path) -> tuple[list[BundleMember], str]:
-    """Parse a bundle recipe: its members (classifier first, then experts, then the fallback) and anatomy source."""
+    """Parse a bundle recipe: its members (classifier first, then the shared models, the experts and the
+    fallback) and anatomy source."""
     path = Path(path)
     raw = load_recipe(path, "experts", "bundle recipe")
     base = path.parent
     members = []
     if raw.get("classifier"):
         members.append(_member(raw["classifier"], "classifier", "classifier", base, f"{path}: classifier"))
+    shared = raw.get("shared") or []
+    if not isinstance(shared, list):
+        raise KspacelabError(f"{path}: 'shared' must be a list of members")
+    for i, entry in enumerate(shared):
+        members.append(_member(entry, "shared", f"shared{i}", base, f"{path}: shared[{i}]"))
     for i, entry in enumerate(raw["experts"]):
         members.append(_member(entry, "expert", f"expert{i}", base, f"{path}: experts[{i}]"))
     if raw.get("fallback"):
@@ -102,6 +129,12 @@ def read_recipe(path: str | Path) -> tuple[list[BundleMember], str]:
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise KspacelabError(f"{path}: member names must be unique, got {names}")
+    shared_names = [m.name for m in members if m.role == "shared"]
+    for m in members:
+        if m.init_from is not None and m.init_from not in shared_names:
+            raise KspacelabError(
+                f"{path}: {m.name}: init_from {m.init_from!r} is not a shared member (shared: {shared_names})"
+            )
     source = str(raw.get("anatomy_source", "classifier"))
     return members, source
 
@@ -140,12 +173,21 @@ def train_bundle(
         member_dir = run_dir / member.name
         extra = _data_root_args(overrides) if member.role == "classifier" else list(overrides)
         words = [*member.route_args(), *member.args, *extra]
+        # a shared member's final weights: last.ckpt beside its best checkpoint
+        init = None if member.init_from is None else best[member.init_from].parent / LAST_CHECKPOINT
         if member.stages is not None:
             print(f"training {member.role} {member.name} in stages ({member.stages.name})")
-            best[member.name] = train_stages(member.stages, member_dir, words, member.configs, progress)
+            best[member.name] = train_stages(
+                member.stages, member_dir, words, member.configs, progress, init_weights=init
+            )
         else:
             best[member.name] = fit_or_reuse(
-                member.configs, words, member_dir, f"{member.role} {member.name}", progress=progress
+                member.configs,
+                words,
+                member_dir,
+                f"{member.role} {member.name}",
+                init_weights=init,
+                progress=progress,
             )
 
     experts = [

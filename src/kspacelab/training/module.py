@@ -24,7 +24,9 @@ from kspacelab import challenge
 from kspacelab.errors import KspacelabError
 from kspacelab.metrics import (
     FOREGROUND_THRESHOLDS,
+    area_weight,
     foreground_mask,
+    foreground_weights,
     leaderboard_ssim_volume,
     masked_ssim_loss,
     snu2026_box_ssim,
@@ -43,21 +45,44 @@ __all__ = [
     "MONITOR",
     "OptimizerName",
     "ReconModule",
+    "RegularizerName",
+    "ScheduleInterval",
     "SchedulerName",
     "configure_optimization",
+    "linear_constant_step_lr",
+    "step_lr_factor",
     "warmup_cosine_lr",
 ]
 
-OptimizerName = Literal["adamw", "adam", "nadam"]
+OptimizerName = Literal["adamw", "adam", "nadam", "deepspeed_cpu_adamw"]
 SchedulerName = Literal["none", "cosine", "step", "exponential", "linear_constant_step"]
+RegularizerName = Literal["l1", "l2"]
+ScheduleInterval = Literal["step", "epoch"]
 
 #: Metric that selects the best checkpoint (maximised).
 MONITOR = "val/ssim"
+
+
+def _deepspeed_cpu_adamw(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """DeepSpeed's CPU AdamW (``DeepSpeedCPUAdam(adamw_mode=True)``): the optimiser step runs on the CPU, as
+    ZeRO's optimiser offload needs (``pip install kspacelab[deepspeed]``)."""
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise KspacelabError(
+            "model.optimizer 'deepspeed_cpu_adamw' needs DeepSpeed: pip install 'kspacelab[deepspeed]'"
+        ) from None
+    optimizer: torch.optim.Optimizer = DeepSpeedCPUAdam(
+        params, lr=lr, weight_decay=weight_decay, adamw_mode=True
+    )
+    return optimizer
+
 
 _OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
     "adam": torch.optim.Adam,
     "nadam": torch.optim.NAdam,
+    "deepspeed_cpu_adamw": _deepspeed_cpu_adamw,
 }
 _SCHEDULERS = ("none", "cosine", "step", "exponential", "linear_constant_step")
 
@@ -84,15 +109,38 @@ def warmup_cosine_lr(
 
 
 def linear_constant_step_lr(
-    step: int, warmup_steps: int, plateau_end: int, step_steps: int, gamma: float
+    step: int,
+    warmup_steps: int,
+    plateau_end: int,
+    step_steps: int,
+    gamma: float,
+    start_factor: float | None = None,
 ) -> float:
-    """Factor of the base rate after ``step`` optimiser steps: ``(step + 1) / warmup_steps`` during the warm-up,
-    1 until ``plateau_end``, then ``gamma ** floor((step - plateau_end) / step_steps)``."""
+    """Factor of the base rate after ``step`` scheduler steps (optimiser steps or epochs): a linear warm-up over
+    ``warmup_steps``, 1 until ``plateau_end``, then ``gamma ** floor((step - plateau_end) / step_steps)``.
+
+    The warm-up is ``(step + 1) / warmup_steps`` (the first step already moves) when ``start_factor`` is None,
+    else torch's ``LinearLR(start_factor, 1.0, warmup_steps)``: ``start_factor + (1 - start_factor) * step /
+    warmup_steps``; the whole sequence then equals torch's ``SequentialLR`` of LinearLR -> ConstantLR -> StepLR
+    with milestones ``[warmup_steps, plateau_end]`` (sMaRtIfy's fine-tuning schedule).
+    """
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        if start_factor is None:
+            return (step + 1) / warmup_steps
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
     if step < plateau_end:
         return 1.0
     return float(gamma ** ((step - plateau_end) // step_steps))
+
+
+def step_lr_factor(epoch: int, step_size: int, gamma: float, start_epoch: int = 0) -> float:
+    """Factor of the base rate in (0-based) ``epoch`` of ``StepLR(step_size, gamma)`` stepped at the end of every
+    epoch from ``start_epoch`` on: ``gamma ** floor(max(0, epoch - start_epoch) / step_size)``.
+
+    With ``start_epoch = 0`` this is torch's StepLR stepped every epoch; sMaRtIfy stepped its StepLR(11, 0.3)
+    only from the end of epoch 5, so its rate drops in epochs 16 and 27.
+    """
+    return float(gamma ** (max(0, epoch - start_epoch) // step_size))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -122,7 +170,11 @@ class ReconModule(L.LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         crop_height: dict[str, int] | None = None,
         area_weighted_loss: bool = False,
+        background_weight: float = 0.0,
         l1_weight: float = 0.0,
+        regularizer: RegularizerName = "l1",
+        regularizer_start_epoch: int = 0,
+        regularizer_masked: bool = False,
         loss: LossName = "snu2025",
         optimizer: OptimizerName = "adamw",
         lr: float = 3e-4,
@@ -134,6 +186,9 @@ class ReconModule(L.LightningModule):
         gamma: float = 0.3,
         constant_epochs: float = 0.0,
         schedule_epochs: float | None = None,
+        step_start_epoch: int = 0,
+        warmup_start_factor: float | None = None,
+        schedule_interval: ScheduleInterval = "step",
     ) -> None:
         """Args:
         model_name: a name of :data:`kspacelab.models.MODEL_REGISTRY` (``"varnet"``, ...).
@@ -143,12 +198,22 @@ class ReconModule(L.LightningModule):
             :class:`~kspacelab.models.base.InputSpec`, so inference crops the same way.
         area_weighted_loss: multiply each slice's ``1 - SSIM`` by ``sqrt(area / max_area)`` of its
             foreground mask.
-        l1_weight: weight of an added L1 term, ``mean(|output - target|) / max_value`` per slice.
+        background_weight: weight of the pixels outside the foreground mask in the loss (0: the leaderboard's
+            masked SSIM; 1: unmasked; in between: sMaRtIfy's ``gamyun_shade_strength``). Validation always
+            scores with the leaderboard metric.
+        l1_weight: weight of an added regulariser term (0: none), per slice ``mean(|output - target|) /
+            max_value`` (``regularizer: l1``) or ``mean((output - target) ** 2) / max_value ** 2`` (``l2``).
+        regularizer: ``"l1"`` or ``"l2"``, the norm of the ``l1_weight`` term.
+        regularizer_start_epoch: the term is added from this (0-based) epoch of the run on.
+        regularizer_masked: compute the term on the foreground-weighted images of the SSIM (``output * W``,
+            ``target * W``) and multiply it by the slice's area weight when the loss is area-weighted
+            (sMaRtIfy's regulariser); False: on the whole images, unweighted.
         loss: ``"snu2025"`` (masked leaderboard SSIM, :func:`~kspacelab.metrics.masked_ssim_loss`) or
             ``"snu2026"`` (``1 - (SSIM_full + SSIM_bbox) / 2`` of the 2026 challenge,
             :func:`~kspacelab.metrics.snu2026_loss`, boxes from the image files' annotations; not with MRAugment,
-            which moves the anatomy away from the boxes, nor with ``area_weighted_loss``).
-        optimizer: ``"adamw"``, ``"adam"`` or ``"nadam"``.
+            which moves the anatomy away from the boxes, nor with ``area_weighted_loss`` or ``background_weight``).
+        optimizer: ``"adamw"``, ``"adam"``, ``"nadam"`` or ``"deepspeed_cpu_adamw"`` (DeepSpeed's CPU AdamW, for
+            ZeRO with the optimiser offloaded to the CPU; needs the ``deepspeed`` extra).
         lr: peak learning rate.
         weight_decay: weight decay of the optimiser (decoupled for AdamW).
         scheduler: ``"none"``; ``"cosine"`` (linear warmup over ``warmup_epochs``, then cosine to ``min_lr``,
@@ -165,6 +230,11 @@ class ReconModule(L.LightningModule):
         schedule_epochs: length of the ``"cosine"`` schedule in epochs (``None``: the whole run). Longer than the
             run, the learning rate has not reached ``min_lr`` when training stops (EJ's stage 2: a 20-epoch
             cosine stopped after 15 epochs).
+        step_start_epoch: ``"step"`` decays only from the end of this epoch on (:func:`step_lr_factor`).
+        warmup_start_factor: ``"linear_constant_step"``'s warm-up as torch's ``LinearLR(start_factor)``
+            (:func:`linear_constant_step_lr`); None: ``(i + 1) / warmup``.
+        schedule_interval: ``"linear_constant_step"`` updated every optimiser ``"step"`` or every ``"epoch"``
+            (sMaRtIfy's, whose lengths are whole epochs).
 
         Raises:
             KspacelabError: an unknown model/optimiser/scheduler name, a bad value, or model arguments the
@@ -173,9 +243,10 @@ class ReconModule(L.LightningModule):
         super().__init__()
         if loss not in ("snu2025", "snu2026"):
             raise KspacelabError(f"model.loss: unknown loss {loss!r}; choose snu2025 or snu2026")
-        if loss == "snu2026" and area_weighted_loss:
+        if loss == "snu2026" and (area_weighted_loss or background_weight != 0):
             raise KspacelabError(
-                "model.loss snu2026 has no area weighting; set model.area_weighted_loss false"
+                "model.loss snu2026 has no area weighting and masks the background as the 2026 metric does; "
+                "set model.area_weighted_loss false and model.background_weight 0"
             )
         if optimizer not in _OPTIMIZERS:
             raise KspacelabError(
@@ -187,8 +258,23 @@ class ReconModule(L.LightningModule):
             )
         if not lr > 0:
             raise KspacelabError(f"model.lr must be positive, got {lr}")
-        if warmup_epochs < 0 or min_lr < 0 or weight_decay < 0 or l1_weight < 0:
-            raise KspacelabError("model.warmup_epochs, min_lr, weight_decay and l1_weight must be >= 0")
+        if warmup_epochs < 0 or min_lr < 0 or weight_decay < 0 or l1_weight < 0 or step_start_epoch < 0:
+            raise KspacelabError(
+                "model.warmup_epochs, min_lr, weight_decay, l1_weight and step_start_epoch must be >= 0"
+            )
+        if not 0 <= background_weight <= 1:
+            raise KspacelabError(f"model.background_weight must lie in [0, 1], got {background_weight}")
+        if regularizer not in ("l1", "l2") or regularizer_start_epoch < 0:
+            raise KspacelabError(
+                f"model.regularizer must be 'l1' or 'l2' (got {regularizer!r}) and "
+                f"regularizer_start_epoch >= 0 (got {regularizer_start_epoch})"
+            )
+        if warmup_start_factor is not None and not 0 < warmup_start_factor <= 1:
+            raise KspacelabError(f"model.warmup_start_factor must lie in (0, 1], got {warmup_start_factor}")
+        if schedule_interval not in ("step", "epoch"):
+            raise KspacelabError(
+                f"model.schedule_interval must be 'step' or 'epoch', got {schedule_interval!r}"
+            )
         if schedule_epochs is not None and not schedule_epochs > 0:
             raise KspacelabError(f"model.schedule_epochs must be positive (or null), got {schedule_epochs}")
         if step_size < 1 or not gamma > 0:
@@ -252,17 +338,23 @@ class ReconModule(L.LightningModule):
         return areas if bool((areas > 0).all()) else None
 
     def compute_loss(self, output: torch.Tensor, batch: ReconSample) -> torch.Tensor:
-        """Training loss of a batch: masked ``1 - SSIM`` (optionally area-weighted) + ``l1_weight`` x L1.
+        """Training loss of a batch: masked ``1 - SSIM`` (optionally area-weighted) + ``l1_weight`` x regulariser.
 
-        The L1 term is ``mean(|output - target|) / max_value`` per slice, averaged over the batch (scale-free,
-        like the SSIM). ``max_area`` (volume maximum of the foreground area) is taken from the batch when the
-        data pipeline provides it (the training set does); otherwise :func:`~kspacelab.metrics.masked_ssim_loss`
+        The SSIM is that of ``output * W`` against ``target * W`` with ``W`` 1 on the foreground mask and
+        ``background_weight`` elsewhere. The regulariser (from ``regularizer_start_epoch`` on) is
+        ``mean(|output - target|) / max_value`` (L1) or ``mean((output - target) ** 2) / max_value ** 2`` (L2) per
+        slice, averaged over the batch (scale-free, like the SSIM); with ``regularizer_masked`` on ``output W``
+        and ``target W`` and times the slice's area weight when the loss is area-weighted. ``max_area`` (volume maximum of the foreground area) is taken from the batch when the data
+        pipeline provides it (the training set does); otherwise :func:`~kspacelab.metrics.masked_ssim_loss`
         uses the batch maximum.
         """
         output = output.float()  # the SSIM of half-precision outputs is computed in float32 anyway
         target = batch.target.float()
         data_range = self._data_range(batch)
         mask = self.foreground(batch.target, batch.anatomy)
+        background = float(self.hparams.get("background_weight", 0.0))
+        max_area = self._volume_max_area(batch)
+        area_weighted = bool(self.hparams["area_weighted_loss"])
         if self.hparams.get("loss", "snu2025") == "snu2026":
             loss = snu2026_loss(output, target, data_range, mask, batch.boxes)
         else:
@@ -271,14 +363,30 @@ class ReconModule(L.LightningModule):
                 target,
                 data_range,
                 mask,
-                area_weighted=self.hparams["area_weighted_loss"],
-                max_area=self._volume_max_area(batch),
+                area_weighted=area_weighted,
+                max_area=max_area,
+                background_weight=background,
             )
         l1_weight = float(self.hparams["l1_weight"])
-        if l1_weight > 0:
-            l1 = (output - target).abs().flatten(1).mean(dim=1) / data_range.to(output.dtype)
-            loss = loss + l1_weight * l1.mean()
+        if l1_weight > 0 and self._epoch() >= int(self.hparams.get("regularizer_start_epoch", 0)):
+            masked = bool(self.hparams.get("regularizer_masked", False))
+            diff = output - target
+            if masked:
+                diff = diff * foreground_weights(mask, background).to(output.dtype)
+            diff = diff.flatten(1) / data_range.to(output.dtype)[:, None]
+            norm = self.hparams.get("regularizer", "l1")
+            per_slice = diff.abs().mean(dim=1) if norm == "l1" else diff.square().mean(dim=1)
+            if masked and area_weighted:
+                per_slice = per_slice * area_weight(mask, max_area).to(per_slice.dtype)
+            loss = loss + l1_weight * per_slice.mean()
         return loss
+
+    def _epoch(self) -> int:
+        """The current (0-based) training epoch; 0 outside a trainer."""
+        try:
+            return int(self.current_epoch)
+        except RuntimeError:
+            return 0
 
     def check_finite(self, batch: ReconSample, stage: str) -> None:
         """Refuse a batch whose k-space or target holds NaN or Inf (one line naming the file and the slice).
@@ -466,11 +574,12 @@ def _steps_per_epoch(trainer: L.Trainer) -> int:
 
 def configure_optimization(module: L.LightningModule) -> Any:
     """Optimiser and scheduler from ``module.hparams``: ``optimizer``, ``lr``, ``weight_decay``, ``scheduler``,
-    ``warmup_epochs``, ``min_lr``, ``step_size``, ``gamma``, ``constant_epochs``, ``schedule_epochs`` (the
-    arguments of :class:`ReconModule`).
+    ``warmup_epochs``, ``min_lr``, ``step_size``, ``gamma``, ``constant_epochs``, ``schedule_epochs``,
+    ``step_start_epoch``, ``warmup_start_factor``, ``schedule_interval`` (the arguments of :class:`ReconModule`).
 
     ``cosine`` steps every optimiser step (its length is ``schedule_epochs`` epochs of optimiser steps, or
-    ``trainer.estimated_stepping_batches``), ``step``/``exponential`` every epoch.
+    ``trainer.estimated_stepping_batches``), ``step``/``exponential`` every epoch, ``linear_constant_step`` every
+    optimiser step or every epoch (``schedule_interval``). The schedules that step per epoch need no trainer.
     """
     hp = module.hparams
     optimizer = _OPTIMIZERS[hp["optimizer"]](
@@ -496,19 +605,26 @@ def configure_optimization(module: L.LightningModule) -> Any:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         interval = "step"
     elif name == "linear_constant_step":
-        per_epoch = _steps_per_epoch(module.trainer)
+        interval = str(hp.get("schedule_interval", "step"))
+        per_epoch = _steps_per_epoch(module.trainer) if interval == "step" else 1
         warmup = round(float(hp["warmup_epochs"]) * per_epoch)
         plateau_end = warmup + round(float(hp.get("constant_epochs", 0.0)) * per_epoch)
         step_steps = max(1, int(hp["step_size"]) * per_epoch)
         gamma = float(hp["gamma"])
+        start_factor = hp.get("warmup_start_factor")
 
         def sequence(step: int) -> float:
-            return linear_constant_step_lr(step, warmup, plateau_end, step_steps, gamma)
+            return linear_constant_step_lr(step, warmup, plateau_end, step_steps, gamma, start_factor)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, sequence)
-        interval = "step"
     elif name == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp["step_size"], gamma=hp["gamma"])
+        step_size, step_gamma = int(hp["step_size"]), float(hp["gamma"])
+        start = int(hp.get("step_start_epoch", 0))
+
+        def stepped(epoch: int) -> float:
+            return step_lr_factor(epoch, step_size, step_gamma, start)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, stepped)
         interval = "epoch"
     else:
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp["gamma"])

@@ -5,8 +5,10 @@ module and data module from the task of ``model.model_name`` in the model regist
 :class:`~kspacelab.training.module.ReconModule` on an SNU dataset; anatomy_classifier: the classifier on labelled
 images), validates the whole configuration against their signatures (a misspelt key is one line naming it), hands
 the data module the model's :class:`~kspacelab.models.base.InputSpec` and trains. The run folder receives
-``checkpoints/{last,best}.ckpt`` (written atomically), ``logs/`` (CSV, and TensorBoard when installed) and the
-resolved ``config.yaml``. Running the same command again resumes from ``last.ckpt`` exactly.
+``checkpoints/{last,best}.ckpt`` (written atomically; with ``checkpoint: {keep_every_epoch: true}`` also one
+``checkpoints/epoch{N:03d}.ckpt`` per epoch), ``logs/`` (CSV, and TensorBoard when installed), ``loss_log.npy``
+(:mod:`kspacelab.training.epochs`) and the resolved ``config.yaml``. Running the same command again resumes from
+``last.ckpt`` exactly.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from kspacelab.models.base import check_config
 from kspacelab.training import recipes
 from kspacelab.training.checkpoint import is_training_checkpoint, read_state_dict, safe_load
 from kspacelab.training.classifier import ClassifierModule
+from kspacelab.training.epochs import LossLog, every_epoch_checkpoint
 from kspacelab.training.module import MONITOR, ReconModule
 from kspacelab.training.resume import AtomicCheckpointIO, ExactResume, LastCheckpoint
 
@@ -172,6 +175,14 @@ class _TrainCLI(LightningCLI):
         self.sources = sources or recipes.Sources()
         super().__init__(*args, **kwargs)
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--checkpoint.keep_every_epoch",
+            type=bool,
+            default=False,
+            help="also keep checkpoints/epoch{N:03d}.ckpt, the state at the end of every (0-based) epoch N",
+        )
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self._check_keys(parser, args)
         try:
@@ -277,7 +288,10 @@ class _TrainCLI(LightningCLI):
             LastCheckpoint(checkpoints, every_n_train_steps=self.save_every_n_steps),
             ValidateAtMaxSteps(),
             ExactResume(),
+            LossLog(self.run_dir, getattr(self.model_class, "monitor", MONITOR)),
         ]
+        if self.config.get("checkpoint.keep_every_epoch"):
+            callbacks.append(every_epoch_checkpoint(checkpoints))
         if loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         self.trainer_defaults["callbacks"] = callbacks

@@ -72,6 +72,7 @@ def train_stages(
     overrides: Sequence[str] = (),
     extra_configs: Sequence[Path] = (),
     progress: bool = True,
+    init_weights: Path | None = None,
 ) -> Path:
     """Run every stage of ``recipe`` under ``run_dir``; returns the last stage's best checkpoint.
 
@@ -81,9 +82,11 @@ def train_stages(
         overrides: override words for every stage, after the stage's own ``args`` (e.g. ``--data.root DIR``).
         extra_configs: recipes merged on top of every stage's configs (a bundle member's ``config``).
         progress: progress bars.
+        init_weights: the first stage starts from these model weights (a bundle member fine-tuned from another
+            member); None: from scratch.
     """
     run_dir = Path(run_dir)
-    previous: Path | None = None
+    previous: Path | None = init_weights
     best = run_dir
     for stage in read_stages(recipe):
         stage_dir = run_dir / stage.name
