@@ -112,8 +112,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise KspacelabError("--workers applies to --method reconstructions only")
     if (args.time_budget is not None or args.strict) and args.bundle is None:
         raise KspacelabError("--time-budget and --strict apply to --bundle reconstructions only")
-    if args.tta and args.method is not None:
-        raise KspacelabError("--tta applies to --checkpoint and --bundle reconstructions only")
+    if args.method is not None and (
+        args.tta or args.precision != "32" or args.compile or args.loader_workers
+    ):
+        raise KspacelabError(
+            "--tta, --precision, --compile and --loader-workers apply to --checkpoint and --bundle reconstructions"
+        )
     if args.model_config is not None and args.checkpoint is None:
         raise KspacelabError("--model-config applies to --checkpoint reconstructions only")
     options = ReconOptions(
@@ -123,6 +127,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         crop=args.crop,
         progress=not args.quiet,
         skip_bad=args.skip_bad,
+        precision=args.precision,
+        compile=args.compile,
+        loader_workers=args.loader_workers,
         started=started,
     )
     if args.bundle is not None:
@@ -370,6 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=1, help="slices per forward pass (default: 1)"
     )
     rec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    rec.add_argument(
+        "--precision",
+        choices=("32", "bf16", "16"),
+        default="32",
+        help="network layers in float32, bfloat16 or float16 (autocast; FFTs and data consistency stay float32; "
+        "checkpoint or bundle only; default: 32)",
+    )
+    rec.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (checkpoint or bundle only)"
+    )
+    rec.add_argument(
+        "--loader-workers",
+        type=int,
+        default=0,
+        help="processes that read and prepare slices while the model runs (checkpoint only; default: 0)",
+    )
     rec.add_argument(
         "--crop",
         type=_positive_int,

@@ -45,6 +45,7 @@ from kspacelab.models.base import ReconSample
 from kspacelab.timing import RunClock, check_timing_path, write_timing
 
 if TYPE_CHECKING:
+    from kspacelab.data.dataset import SliceDataset
     from kspacelab.training.checkpoint import LoadedModel
 
 # The Lightning-based modules (data.dataset, training.checkpoint: ~5 s to import) are imported where they are
@@ -58,6 +59,10 @@ CLASSICAL_METHODS: dict[str, ClassicalMethod] = METHODS
 CLASSICAL_METHODS_NEEDING_ACS = METHODS_NEEDING_ACS
 
 
+#: ``--precision`` -> the autocast dtype of the network layers (None: float32, no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
 @dataclass(frozen=True)
 class ReconOptions:
     """How to reconstruct, shared by every ``reconstruct_*`` function.
@@ -69,6 +74,13 @@ class ReconOptions:
         crop: output side length; default the partner ``image_label`` size, else 384.
         progress: progress bar over slices.
         skip_bad: leave out input files that fail validation (listed in the summary) instead of stopping.
+        precision: ``"32"`` (float32), ``"bf16"`` or ``"16"``: the model's network layers run under
+            ``torch.autocast`` in that dtype (learned models); FFTs, coil combination and data consistency stay in
+            float32 (:func:`kspacelab.physics.fft2c` computes half-precision input in float32, and the k-space
+            they meet is float32), and the output is float32.
+        compile: ``torch.compile`` the model's forward (learned models; the first batch of each shape compiles).
+        loader_workers: worker processes that read and prepare slices while the model runs (learned models;
+            ``0``: in the main process); pinned memory when the device is a GPU.
         started: ``time.perf_counter()`` when the run started, the start of the clock of ``OUT/timing.json``
             (:mod:`kspacelab.timing`; the CLI passes the start of the command, so model loading and validation
             count); default: when the ``reconstruct_*`` function is called.
@@ -80,6 +92,9 @@ class ReconOptions:
     crop: int | None = None
     progress: bool = True
     skip_bad: bool = False
+    precision: str = "32"
+    compile: bool = False
+    loader_workers: int = 0
     started: float | None = None
 
     def clock(self) -> RunClock:
@@ -89,6 +104,12 @@ class ReconOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise KspacelabError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise KspacelabError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.loader_workers < 0:
+            raise KspacelabError(f"--loader-workers must be >= 0, got {self.loader_workers}")
         if self.crop is not None and self.crop < 1:
             raise KspacelabError(f"--crop must be >= 1, got {self.crop}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -301,15 +322,19 @@ def reconstruct_dataset(
 
 
 def predict_batch(
-    model: torch.nn.Module, batch: ReconSample, size: tuple[int, int], tta: bool
+    model: torch.nn.Module, batch: ReconSample, size: tuple[int, int], tta: bool, precision: str = "32"
 ) -> torch.Tensor:
     """Model output for one collated batch (on the model's device) at ``size``; ``tta``: the model's self-ensemble
-    (:meth:`~kspacelab.models.base.ReconModel.reconstruct_ensemble`).
+    (:meth:`~kspacelab.models.base.ReconModel.reconstruct_ensemble`); ``precision``: a key of
+    :data:`PRECISIONS` (the network layers under ``torch.autocast``).
 
     Returns:
         ``(B, h, w)`` float32 on the CPU.
     """
-    image = model.reconstruct_ensemble(batch, size) if tta else model.reconstruct(batch, size)  # type: ignore[operator]
+    dtype = PRECISIONS[precision]
+    device_type = batch.masked_kspace.device.type
+    with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        image = model.reconstruct_ensemble(batch, size) if tta else model.reconstruct(batch, size)  # type: ignore[operator]
     return physics.center_crop(image, size).float().cpu()
 
 
@@ -443,6 +468,18 @@ def reconstruct_with_checkpoint(
     return dataclasses.replace(summary, skipped=tuple(skipped))
 
 
+def volume_batches(dataset: SliceDataset, batch_size: int) -> list[list[int]]:
+    """Batches of consecutive dataset items, never across volumes (slices of a volume share a shape), in order:
+    every volume's slices are contiguous and end a batch."""
+    batches: list[list[int]] = []
+    for index, (_, s) in enumerate(dataset.items):
+        if s == 0 or len(batches[-1]) == batch_size:
+            batches.append([index])
+        else:
+            batches[-1].append(index)
+    return batches
+
+
 def note_widened_crops(transform: SliceTransform, volumes: Sequence[tuple[str, formats.Volume]]) -> None:
     """Print one note when the model's training readout crop is smaller than a volume's target height (the
     transform then reconstructs with the target height: :meth:`SliceTransform.output_height`)."""
@@ -502,10 +539,21 @@ def reconstruct_with_model(
     timing_path = check_timing_path(out) if outputs is None else None
     device = options.torch_device()
     model = loaded.model.to(device).eval()
+    if options.compile and getattr(model, "_compiled_call_impl", None) is None:
+        model.compile()  # in place (once): the forward that reconstruct() calls is compiled
     transform = SliceTransform(loaded.input_spec, use_file_mask=True, inference=True)
     note_widened_crops(transform, volumes)
     out = Path(out)
-    total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
+    dataset = SliceDataset([vol for _, vol in volumes], transform)
+    batches = volume_batches(dataset, options.batch_size)
+    # one loader for the whole run: with workers, the next slices are read and prepared while the model runs
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=options.loader_workers,
+        pin_memory=device.type == "cuda",
+    )
+    total_slices = len(dataset)
     start = time.perf_counter()
     with (
         formats.all_or_nothing(outputs) as run,
@@ -514,23 +562,24 @@ def reconstruct_with_model(
             total=total_slices, desc="reconstruct (model)", unit="slice", disable=not options.progress
         ) as bar,
     ):
-        for (group, vol), path in zip(volumes, files, strict=True):
-            dataset = SliceDataset([vol], transform)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
-            images = []
-            for batch in loader:
-                size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
-                try:
-                    images.append(predict_batch(model, batch.to(device), size, options.tta))
-                except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
-                    raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
-                bar.update(len(batch.fname))
-            formats.write_reconstruction(run.claim(path), torch.cat(images).numpy().astype(np.float32))
-            clock.lap(group, len(dataset))
+        images: list[torch.Tensor] = []
+        for indices, batch in zip(batches, loader, strict=True):
+            v = dataset.items[indices[0]][0]
+            (group, vol), path = volumes[v], files[v]
+            size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
+            try:
+                images.append(predict_batch(model, batch.to(device), size, options.tta, options.precision))
+            except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
+                raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
+            bar.update(len(indices))
+            if dataset.items[indices[-1]][1] == dataset.volumes[v].num_slices - 1:  # the volume's last slice
+                formats.write_reconstruction(run.claim(path), torch.cat(images).numpy().astype(np.float32))
+                clock.lap(group, dataset.volumes[v].num_slices)
+                images = []
         report = None
         if timing_path is not None:
             name = what or f"model {type(loaded.model).__name__}"
-            report = clock.report(name, str(device), options.batch_size, options.tta)
+            report = clock.report(name, str(device), options.batch_size, options.tta, options.precision)
             write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     return ReconstructionSummary(

@@ -68,6 +68,10 @@ def to_real_view(x: torch.Tensor) -> torch.Tensor:
 
 def _fft_centered(x: torch.Tensor, inverse: bool) -> torch.Tensor:
     real_view = not x.is_complex()
+    if x.dtype in (torch.float16, torch.bfloat16, torch.complex32):
+        x = x.to(
+            torch.complex64 if x.is_complex() else torch.float32
+        )  # FFTs in float32 (reconstruct --precision)
     z = to_complex(x)
     if z.ndim < 2:
         raise ValueError(f"need at least 2 spatial dimensions, got shape {tuple(z.shape)}")
@@ -88,7 +92,8 @@ def fft2c(x: torch.Tensor) -> torch.Tensor:
         x: image, ``(..., H, W)`` complex or ``(..., H, W, 2)`` real view.
 
     Returns:
-        k-space in the same representation and shape; DC at index ``(H // 2, W // 2)``.
+        k-space in the same representation and shape; DC at index ``(H // 2, W // 2)``. Half-precision input
+        (float16, bfloat16) is transformed in float32 and returned in float32.
     """
     return _fft_centered(x, inverse=False)
 

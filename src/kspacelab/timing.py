@@ -9,7 +9,7 @@ one also the loading of the model and the preparation before the loop), so the g
 ``OUT/timing.json`` (written by every ``reconstruct_*`` function of :mod:`kspacelab.inference`, a JSON object)::
 
     {"kspacelab_timing": 1, "what": "checkpoint model.ckpt", "device": "cpu", "batch_size": 1, "tta": false,
-     "total_seconds": 12.3, "slices": 100, "ms_per_slice": 123.0,
+     "precision": "32", "total_seconds": 12.3, "slices": 100, "ms_per_slice": 123.0,
      "groups": {"acc4": {"volumes": 2, "slices": 50, "seconds": 6.1, "ms_per_slice": 122.0}, ...}}
 
 ``groups`` are the output sub-folders (``acc4``, ``acc8``; ``all`` for a flat folder).
@@ -72,7 +72,9 @@ class RunClock:
         """Seconds since the run started."""
         return time.perf_counter() - self.start
 
-    def report(self, what: str, device: str, batch_size: int, tta: bool) -> dict[str, Any]:
+    def report(
+        self, what: str, device: str, batch_size: int, tta: bool, precision: str = "32"
+    ) -> dict[str, Any]:
         """The ``timing.json`` content now (total = :meth:`elapsed`)."""
         total = self.elapsed()
         slices = sum(g.slices for g in self.groups.values())
@@ -82,6 +84,7 @@ class RunClock:
             "device": device,
             "batch_size": batch_size,
             "tta": tta,
+            "precision": precision,
             "total_seconds": round(total, 4),
             "slices": slices,
             "ms_per_slice": round(1000.0 * total / slices, 3) if slices else 0.0,

@@ -67,7 +67,7 @@ def reconstruct_with_bundle(
     total_slices = sum(formats.kspace_shape(vol.kspace_path)[0] for _, vol in volumes)
     done = 0
     warned = False
-    quiet = dataclasses.replace(options, progress=False)
+    quiet = dataclasses.replace(options, progress=False, loader_workers=0)  # one volume per call
     with (
         formats.all_or_nothing() as run,
         tqdm(
@@ -100,7 +100,9 @@ def reconstruct_with_bundle(
         routing = run.claim(out / "routing.json")
         text = json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n"
         formats.atomic_text(routing, text)
-        report = clock.report(f"bundle {Path(bundle).name}", str(device), options.batch_size, options.tta)
+        report = clock.report(
+            f"bundle {Path(bundle).name}", str(device), options.batch_size, options.tta, options.precision
+        )
         write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     summary = ReconstructionSummary(
