@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import kspacelab.data.synthetic as synthetic
-from helpers import TINY, TINY_VARNET, tiny_varnet_checkpoint
+from helpers import TINY, TINY_VARNET, alive, descendants, tiny_varnet_checkpoint
 from kspacelab import formats, physics
 from kspacelab.cli import main
 from kspacelab.data.transforms import SliceTransform
@@ -509,43 +509,6 @@ def test_simulate_output_errors_are_one_line_and_leave_nothing(
 # ----------------------------------------------------------------------------- item 5: no orphan workers
 
 
-def _children_of() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def _descendants(pid: int) -> list[int]:
-    try:
-        import psutil  # type: ignore[import-untyped]
-
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except ImportError:
-        pass
-    children, found, todo = _children_of(), [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """A running process (a zombie waiting for a parent to reap it counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _start_long_run(tiny_root: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int], Path]:
     """``reconstruct --method grappa --workers 2`` on 300 volumes (links to one tiny file), in its own session;
     returns once the workers and the resource tracker are running."""
@@ -565,10 +528,10 @@ def _start_long_run(tiny_root: Path, tmp_path: Path) -> tuple[subprocess.Popen[b
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
-    while len(_descendants(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    while len(descendants(proc.pid)) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(2.0)  # let the workers come up
-    children = _descendants(proc.pid)
+    children = descendants(proc.pid)
     if proc.poll() is not None or len(children) < 3:
         proc.kill()
         pytest.fail(f"the run ended or started no workers: {proc.returncode}, {children}")
@@ -577,9 +540,9 @@ def _start_long_run(tiny_root: Path, tmp_path: Path) -> tuple[subprocess.Popen[b
 
 def _gone_within(pids: list[int], seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def test_workers_end_when_the_parent_is_killed(tiny_root: Path, tmp_path: Path) -> None:
@@ -590,7 +553,7 @@ def test_workers_end_when_the_parent_is_killed(tiny_root: Path, tmp_path: Path) 
         left = _gone_within(children, 10.0)
     finally:
         for pid in children:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert left == [], f"orphans still running after 10 s: {left}"
 
@@ -607,7 +570,7 @@ def test_ctrl_c_stops_everything_within_seconds(tiny_root: Path, tmp_path: Path)
         if proc.poll() is None:
             proc.kill()
         for pid in children:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert proc.stderr is not None
     err = proc.stderr.read().decode()

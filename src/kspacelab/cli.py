@@ -118,6 +118,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise KspacelabError(
             "--tta, --precision, --compile and --loader-workers apply to --checkpoint and --bundle reconstructions"
         )
+    if args.devices > 1 and (args.bundle is not None or args.workers > 1):
+        raise KspacelabError(
+            "--devices applies to --checkpoint and --method reconstructions (without --workers)"
+        )
     if args.model_config is not None and args.checkpoint is None:
         raise KspacelabError("--model-config applies to --checkpoint reconstructions only")
     options = ReconOptions(
@@ -148,6 +152,19 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
             print(f"total {total:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
         what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
         print(f"routing: {args.out / 'routing.json'}")
+    elif args.devices > 1:
+        from kspacelab.multidevice import reconstruct_on_devices
+
+        summary = reconstruct_on_devices(
+            args.data,
+            args.out,
+            args.devices,
+            options,
+            method=args.method,
+            checkpoint=args.checkpoint,
+            model_config=args.model_config,
+        )
+        what = (args.method or f"checkpoint {args.checkpoint.name}") + f" on {args.devices} devices"
     elif args.checkpoint is not None:
         summary = reconstruct_with_checkpoint(
             args.data, args.out, args.checkpoint, options, model_config=args.model_config
@@ -386,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument(
         "--compile", action="store_true", help="torch.compile the model (checkpoint or bundle only)"
+    )
+    rec.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=1,
+        help="shard the volumes over N devices: GPUs cuda:0..N-1 with --device cuda, else N processes on the CPU "
+        "(Lightning Fabric, DDP; --checkpoint or --method; default: 1)",
     )
     rec.add_argument(
         "--loader-workers",

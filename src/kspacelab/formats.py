@@ -400,9 +400,12 @@ class OutputSet:
         return p
 
     def rollback(self) -> None:
-        """Delete the new files, then the new folders that are empty."""
+        """Delete the new files (and a temporary still being written beside one: a process that ends its run from
+        another thread), then the new folders that are empty."""
         for p in reversed(self.created):
             with contextlib.suppress(OSError):
+                for tmp in p.parent.glob(f".{p.name}.tmp-*"):
+                    tmp.unlink(missing_ok=True)
                 p.unlink(missing_ok=True)
         for folder in sorted(set(self.folders), key=lambda f: len(f.parts), reverse=True):
             with contextlib.suppress(OSError):

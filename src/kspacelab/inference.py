@@ -167,13 +167,39 @@ def _init_worker(threads: int, parent: int) -> None:
     watcher thread that ends the worker as soon as its parent is gone (killed, even with SIGKILL)."""
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
+    end_with_parent(parent)
 
 
-def _exit_with_parent(parent: int, interval: float = 0.2) -> None:
+def end_with_parent(parent: int, cleanup: Callable[[], None] | None = None) -> None:
+    """Start a watcher thread that ends this process as soon as its parent ``parent`` is gone (killed, even with
+    SIGKILL), after ``cleanup()`` (e.g. removing the files it wrote): worker and device processes never outlive
+    the command."""
+    threading.Thread(
+        target=_exit_with_parent, args=(parent, cleanup), daemon=True, name="parent-watch"
+    ).start()
+
+
+def _exit_with_parent(parent: int, cleanup: Callable[[], None] | None, interval: float = 0.2) -> None:
     while os.getppid() == parent:
         time.sleep(interval)
+    if cleanup is not None:
+        cleanup()
     os._exit(1)
+
+
+def calibration_check(method: str) -> Callable[[formats.Volume], None] | None:
+    """The input check of a classical ``method`` that calibrates on the fully sampled centre block (one-line
+    DataFormatError for a file whose mask has none), or None for the others."""
+    if method not in CLASSICAL_METHODS_NEEDING_ACS:
+        return None
+
+    def check(vol: formats.Volume) -> None:
+        try:
+            detect_acs(formats.read_mask(vol.kspace_path))
+        except ValueError as err:
+            raise DataFormatError(vol.kspace_path, f"{method} needs a calibration block: {err}") from err
+
+    return check
 
 
 @contextlib.contextmanager
@@ -223,17 +249,20 @@ def _close_pool(pool: ProcessPoolExecutor) -> Callable[..., bool]:
 
 
 def reconstruct_dataset(
-    data: str | Path,
+    data: str | Path | list[tuple[str, formats.Volume]],
     out: str | Path,
     method: str,
     options: ReconOptions | None = None,
     workers: int = 1,
     threads: int | None = 1,
+    outputs: formats.OutputSet | None = None,
+    clock: RunClock | None = None,
 ) -> ReconstructionSummary:
     """Reconstruct every k-space file under ``data`` with a classical ``method`` into ``out``.
 
     Args:
-        data: leaderboard root, dataset root or a folder with ``kspace/``.
+        data: leaderboard root, dataset root or a folder with ``kspace/``; or its validated ``(group, volume)``
+            list (:func:`validated_volumes`, the method's calibration check included).
         out: output root; created if needed.
         method: a key of :data:`CLASSICAL_METHODS`.
         options: output size and progress bar (:class:`ReconOptions`; device, batch size and TTA do not apply).
@@ -243,27 +272,26 @@ def reconstruct_dataset(
             leave as is). Default 1: a slice is too small a problem to gain from threads, and on a busy 2-core
             machine two threads were measured 7-10x slower than one (GRAPPA 0.33-0.52 vs 0.05 s per demo slice,
             SENSE 2.2 vs 0.32).
+        outputs, clock: as for :func:`reconstruct_with_model` (``OUT/timing.json`` only when ``outputs`` is None).
     """
     options = options or ReconOptions()
-    clock = options.clock()
+    clock = clock or options.clock()
     crop, progress = options.crop, options.progress
     if method not in CLASSICAL_METHODS:
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
     if workers < 1 or (threads is not None and threads < 1):
         raise KspacelabError(f"--workers and threads must be >= 1, got {workers} and {threads}")
 
-    def calibration_block(vol: formats.Volume) -> None:
-        try:
-            detect_acs(formats.read_mask(vol.kspace_path))
-        except ValueError as err:
-            raise DataFormatError(vol.kspace_path, f"{method} needs a calibration block: {err}") from err
-
     skipped: list[str] = []
-    check = calibration_block if method in CLASSICAL_METHODS_NEEDING_ACS else None
+    check = calibration_check(method)
     # all inputs checked, and the output folder, before anything is written
-    volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
-    files = check_output_folder(out, volumes, data)
-    timing_path = check_timing_path(out)
+    if isinstance(data, list):
+        volumes = data
+        files = check_output_folder(out, volumes)
+    else:
+        volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
+        files = check_output_folder(out, volumes, data)
+    timing_path = check_timing_path(out) if outputs is None else None
 
     out = Path(out)
     plan = [
@@ -278,7 +306,7 @@ def reconstruct_dataset(
     ]
     total_slices = sum(len(jobs) for _, _, _, jobs in plan)
     start = time.perf_counter()
-    with formats.all_or_nothing() as outputs, contextlib.ExitStack() as stack:
+    with formats.all_or_nothing(outputs) as run, contextlib.ExitStack() as stack:
         if threads is not None:
             stack.callback(torch.set_num_threads, torch.get_num_threads())
             torch.set_num_threads(threads)
@@ -306,10 +334,12 @@ def reconstruct_dataset(
                 except ValueError as err:  # e.g. a mask without a calibration block for GRAPPA
                     raise DataFormatError(vol.kspace_path, f"slice {index}: {method} failed: {err}") from err
                 bar.update(1)
-            formats.write_reconstruction(outputs.claim(path), np.stack(images).astype(np.float32))
+            formats.write_reconstruction(run.claim(path), np.stack(images).astype(np.float32))
             clock.lap(group, len(jobs))
-        report = clock.report(method, "cpu", 1, False)
-        write_timing(outputs.claim(timing_path), report)
+        report = None
+        if timing_path is not None:
+            report = clock.report(method, "cpu", 1, False)
+            write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     return ReconstructionSummary(
         out_dir=out,

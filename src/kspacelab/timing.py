@@ -68,6 +68,13 @@ class RunClock:
         entry.seconds += now - previous
         self._last = now
 
+    def add(self, group: str, volumes: int, slices: int, seconds: float) -> None:
+        """Charge ``group`` with time measured elsewhere (another process's laps: ``reconstruct --devices``)."""
+        entry = self.groups.setdefault(group, GroupTime())
+        entry.volumes += volumes
+        entry.slices += slices
+        entry.seconds += seconds
+
     def elapsed(self) -> float:
         """Seconds since the run started."""
         return time.perf_counter() - self.start
