@@ -53,6 +53,7 @@ __all__ = ["cs_image", "daubechies_filter", "solve_cs", "wavelet_forward", "wave
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 DEFAULT_LAMDA = 3e-4
+DEFAULT_NOISE_THRESHOLD = 0.1
 DEFAULT_ITERATIONS = 80
 DEFAULT_LEVELS = 4
 DEFAULT_VANISHING_MOMENTS = 2
@@ -241,6 +242,7 @@ def cs_image(
     crop: tuple[int, int] | None = None,
     *,
     lamda: float = DEFAULT_LAMDA,
+    noise_threshold: float = DEFAULT_NOISE_THRESHOLD,
     iterations: int = DEFAULT_ITERATIONS,
     levels: int = DEFAULT_LEVELS,
     vanishing_moments: int = DEFAULT_VANISHING_MOMENTS,
@@ -257,7 +259,9 @@ def cs_image(
             W the phase-encoding axis; unsampled columns are ignored. Any scale.
         mask: ``(W,)`` bool or 0/1 line mask with a fully sampled centre block of at least 3 lines.
         crop: output ``(h, w)``; the readout is cropped to ``min(H, h)`` rows first. ``None``: full ``(H, W)``.
-        lamda: L1 weight relative to the 99th percentile of the zero-filled image magnitude (>= 0).
+        lamda: smallest L1 weight, relative to the 99th percentile of the zero-filled image magnitude (>= 0).
+        noise_threshold: the weight is ``max(lamda * s, noise_threshold * sigma)`` per slice (module docstring;
+            >= 0, 0: ``lamda * s`` only).
         iterations: FISTA iterations (>= 1).
         levels: wavelet levels (fewer where the image is too small).
         vanishing_moments: Daubechies order (1 = Haar, 4 = 8 taps).
@@ -276,13 +280,24 @@ def cs_image(
     """
     if not lamda >= 0:
         raise ValueError(f"lamda must be >= 0, got {lamda}")
+    if not noise_threshold >= 0:
+        raise ValueError(f"noise_threshold must be >= 0, got {noise_threshold}")
     if iterations < 1 or levels < 0 or warm_start < 0:
         raise ValueError(
             f"iterations must be >= 1, levels and warm_start >= 0, got {iterations}, {levels}, {warm_start}"
         )
     daubechies_filter(vanishing_moments)  # validates the order
     prepared = prepare(kspace, mask, crop, espirit, acs)
-    image = solve_cs(prepared, lamda, iterations, levels, vanishing_moments, seed, warm_start)
+    image = solve_cs(
+        prepared,
+        lamda,
+        iterations,
+        levels,
+        vanishing_moments,
+        seed,
+        warm_start,
+        noise_threshold=noise_threshold,
+    )
     magnitude = prepared.model.coil_combined_rss(image, prepared.coil_images, data_consistency)
     return prepared.finish(magnitude)  # type: ignore[return-value]
 
@@ -296,17 +311,20 @@ def solve_cs(
     seed: int = 0,
     warm_start: int = 0,
     callback: Callable[[int, torch.Tensor], None] | None = None,
+    noise_threshold: float = 0.0,
 ) -> torch.Tensor:
     """The complex CS image ``x`` ``(S, h, W)`` of prepared slices by FISTA (module docstring), started from
     ``S^H z`` or, with ``warm_start > 0``, from that many CG-SENSE iterations (Tikhonov weight
-    :data:`WARM_START_LAMDA`); ``callback(i, x)`` sees every FISTA iterate."""
+    :data:`WARM_START_LAMDA`); the soft threshold is ``max(lamda * s, noise_threshold * sigma)`` per slice;
+    ``callback(i, x)`` sees every FISTA iterate."""
     model = prepared.model
     rhs = model.reduce(prepared.coil_images)
     start = solve_sense(prepared, WARM_START_LAMDA, warm_start) if warm_start > 0 else rhs
     _, height, width = rhs.shape
     n_levels = usable_levels(height, width, levels, 2 * vanishing_moments)
     scale = torch.quantile(rhs.abs().flatten(1).to(torch.float32), SCALE_QUANTILE, dim=1)
-    threshold = lamda * scale
+    sigma = prepared.noise_var.sqrt().to(device=scale.device, dtype=scale.dtype)
+    threshold = torch.maximum(lamda * scale, noise_threshold * sigma)
     generator = torch.Generator().manual_seed(seed)
     block = 2**n_levels
     x = start

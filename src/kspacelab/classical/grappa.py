@@ -61,6 +61,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from kspacelab.classical.noise import noise_variance
 from kspacelab.classical.zero_filled import as_complex_kspace, as_line_mask, to_input_type
 from kspacelab.physics import center_crop, ifft2c, rss_complex
 
@@ -71,6 +72,7 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 DEFAULT_SOURCES_PER_SIDE = 1
 DEFAULT_KERNEL_READOUT = 5
 DEFAULT_LAMDA = 1e-3
+DEFAULT_NOISE_WEIGHT = 1.0
 MIN_ACS_WIDTH = 3
 _CHUNK_BYTES = 1 << 28  # budget for the largest per-chunk intermediate (source gather) when batching slices
 
@@ -187,6 +189,15 @@ def plan_patterns(mask: np.ndarray, acs: tuple[int, int], sources_per_side: int)
     ]
 
 
+def noise_to_acs_power(measured: torch.Tensor, mask: np.ndarray, acs: tuple[int, int]) -> torch.Tensor:
+    """``sigma^2 / P_acs`` per slice ``(S,)`` float64: the estimated noise variance of a k-space sample
+    (:func:`kspacelab.classical.noise.noise_variance`) over the mean power ``|k|^2`` of the ACS block (all
+    coils), i.e. the share of noise in the calibration sources."""
+    noise = noise_variance(measured, mask)
+    power = measured[..., acs[0] : acs[1]].abs().square().to(torch.float64).mean((1, 2, 3))
+    return noise / power.clamp_min(torch.finfo(torch.float64).tiny)
+
+
 def _readout_phases(height: int, lags: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``exp(2 pi i x lag / H)`` for FFT rows ``x`` -> ``(len(lags), H)`` complex64 (computed in float64)."""
     x = torch.arange(height, dtype=torch.float64, device=device)
@@ -194,14 +205,16 @@ def _readout_phases(height: int, lags: torch.Tensor, device: torch.device) -> to
     return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
 
 
-def _calibrate(acs_hyb: torch.Tensor, offsets: np.ndarray, kernel_readout: int, lamda: float) -> torch.Tensor:
+def _calibrate(
+    acs_hyb: torch.Tensor, offsets: np.ndarray, kernel_readout: int, lamda: float | torch.Tensor
+) -> torch.Tensor:
     """Hybrid-space GRAPPA weights for one pattern.
 
     Args:
         acs_hyb: ACS block after an FFT along H, ``(S, H, n_acs, C)`` complex64.
         offsets: ``(P,)`` source column offsets.
         kernel_readout: number of readout taps ``kr``.
-        lamda: relative Tikhonov weight.
+        lamda: relative Tikhonov weight, a number or ``(S,)`` per slice.
 
     Returns:
         ``(S, H, P*C, C)`` complex64 weights ``What_x`` (source features ordered offset-major, coil-minor).
@@ -231,7 +244,7 @@ def _calibrate(acs_hyb: torch.Tensor, offsets: np.ndarray, kernel_readout: int, 
     gram = gram.to(torch.complex128)
     gram = 0.5 * (gram + gram.conj().transpose(-1, -2))
     trace = torch.diagonal(gram, dim1=-2, dim2=-1).real.sum(-1)
-    reg = lamda * trace / n_unknown
+    reg = lamda * trace / n_unknown  # lamda: float, or (S,) float64
     reg = torch.where(reg > 0, reg, torch.ones_like(reg))  # all-zero ACS: weights 0 instead of a failure
     eye = torch.eye(n_unknown, dtype=gram.dtype, device=device)
     chol = torch.linalg.cholesky(gram + reg[:, None, None] * eye)
@@ -249,16 +262,19 @@ def _grappa_chunk(
     acs: tuple[int, int],
     kernel_readout: int,
     lamda: float,
+    noise_weight: float,
 ) -> torch.Tensor:
     """GRAPPA on ``(S, C, H, W)`` complex64; returns a new tensor of the same shape."""
     n_slices, _, height, _ = k.shape
     measured = k * mask_t
+    noise_ridge = noise_weight * noise_to_acs_power(measured, mask_t.cpu().numpy(), acs)
     hyb = torch.fft.fft(measured, dim=-2).permute(0, 2, 3, 1).contiguous()  # (S, H, W, C)
     acs_hyb = hyb[:, :, acs[0] : acs[1], :]
     out = measured.clone()
     for pattern in patterns:
         nearest = int(np.abs(pattern.offsets).min())
-        w_hat = _calibrate(acs_hyb, pattern.offsets, kernel_readout, lamda * LAMDA_GROWTH ** (nearest - 1))
+        relative = lamda * LAMDA_GROWTH ** (nearest - 1) + noise_ridge
+        w_hat = _calibrate(acs_hyb, pattern.offsets, kernel_readout, relative)
         cols = torch.from_numpy(pattern.targets).to(k.device)
         off = torch.from_numpy(pattern.offsets).to(k.device)
         src = hyb[:, :, cols[:, None] + off[None, :], :].reshape(n_slices, height, cols.numel(), -1)
@@ -275,6 +291,7 @@ def grappa_kspace(
     sources_per_side: int = DEFAULT_SOURCES_PER_SIDE,
     kernel_readout: int = DEFAULT_KERNEL_READOUT,
     lamda: float = DEFAULT_LAMDA,
+    noise_weight: float = DEFAULT_NOISE_WEIGHT,
 ) -> ArrayT:
     """Fill the unsampled phase-encoding lines of multi-coil k-space with GRAPPA (see the module docstring).
 
@@ -288,6 +305,8 @@ def grappa_kspace(
         kernel_readout: readout taps of the kernel (circular along H).
         lamda: Tikhonov weight relative to the mean source energy ``trace(A^H A) / n_unknowns``, for targets
             next to a sampled line; multiplied by 10 per extra line of distance. Must be > 0.
+        noise_weight: adds ``noise_weight * sigma^2 / P_acs`` to the relative weight (module docstring; >= 0,
+            0: the constant ``lamda`` only).
 
     Returns:
         filled k-space, same shape, complex64, numpy for numpy input and torch (same device) for torch input.
@@ -305,6 +324,8 @@ def grappa_kspace(
         )
     if not lamda > 0:
         raise ValueError(f"lamda must be > 0, got {lamda}")
+    if not noise_weight >= 0:
+        raise ValueError(f"noise_weight must be >= 0, got {noise_weight}")
     single = k.ndim == 3
     k4 = k.unsqueeze(0) if single else k
     if m.all():
@@ -326,7 +347,9 @@ def grappa_kspace(
         chunk = max(1, _CHUNK_BYTES // max(per_slice, 1))
         out = torch.cat(
             [
-                _grappa_chunk(k4[i : i + chunk], mask_t, patterns, (start, stop), kernel_readout, lamda)
+                _grappa_chunk(
+                    k4[i : i + chunk], mask_t, patterns, (start, stop), kernel_readout, lamda, noise_weight
+                )
                 for i in range(0, n_slices, chunk)
             ]
         )
