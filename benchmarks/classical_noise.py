@@ -32,44 +32,37 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     names = list(METHODS)
-    print("| anatomy | acc | coils | SNR | " + " | ".join(names) + " |")
-    print("|---|---|---|---|" + "---|" * len(names))
-    scores: dict[tuple[int, str], list[float]] = {}
+    rows: dict[tuple[int, int, float], list[dict[str, float]]] = {}
     seconds: dict[str, list[float]] = {name: [] for name in names}
     below: list[str] = []
-    for anatomy in args.anatomies:
-        for acc in (4, 8):
-            for coils in args.coils:
-                for snr in args.snr:
+    for acc in (4, 8):
+        for coils in args.coils:
+            for snr in args.snr:
+                for anatomy in args.anatomies:
                     for seed in args.seeds:
                         result = score_methods(simulate_slice(anatomy, coils, snr, acc, seed), METHODS)
-                        cells = []
+                        ssim = {name: result[name][0] for name in names}
                         for name in names:
-                            ssim, secs = result[name]
-                            scores.setdefault((acc, name), []).append(ssim)
-                            seconds[name].append(secs)
-                            cells.append(f"{ssim:.4f}")
-                        zero = result["zero-filled"][0]
-                        best = max(result[n][0] for n in names if n != "zero-filled")
+                            seconds[name].append(result[name][1])
+                        rows.setdefault((acc, coils, snr), []).append(ssim)
+                        zero = ssim["zero-filled"]
+                        case = f"{anatomy} acc{acc} {coils} coils SNR {snr:g} seed {seed}"
                         if acc == 4:
-                            below += [
-                                f"{anatomy} acc4 {coils}c SNR {snr:g} {n}"
-                                for n in names
-                                if result[n][0] < zero
-                            ]
-                        elif best <= zero:
-                            below.append(f"{anatomy} acc8 {coils}c SNR {snr:g}: best method")
-                        print(
-                            f"| {anatomy} | {acc} | {coils} | {snr:g} | " + " | ".join(cells) + " |",
-                            flush=True,
-                        )
+                            below += [f"{case} {n}" for n in names if ssim[n] < zero]
+                        elif max(ssim[n] for n in names if n != "zero-filled") <= zero:
+                            below.append(f"{case} (best method)")
+    print(f"mean leaderboard SSIM over {', '.join(args.anatomies)} x seeds {args.seeds}")
     print()
-    print("| mean | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
+    print("| acc | coils | SNR | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
+    for (acc, coils, snr), results in rows.items():
+        cells = " | ".join(f"{np.mean([r[n] for r in results]):.4f}" for n in names)
+        print(f"| {acc} | {coils} | {snr:g} | {cells} |")
     for acc in (4, 8):
-        print(f"| acc{acc} | " + " | ".join(f"{np.mean(scores[(acc, n)]):.4f}" for n in names) + " |")
-    print("| s / slice | " + " | ".join(f"{np.mean(seconds[n]):.3f}" for n in names) + " |")
+        means = [np.mean([r[n] for (a, _, _), rs in rows.items() if a == acc for r in rs]) for n in names]
+        print(f"| {acc} | all | all | " + " | ".join(f"**{m:.4f}**" for m in means) + " |")
     print()
+    print("seconds per slice: " + ", ".join(f"{n} {np.mean(seconds[n]):.3f}" for n in names))
     print("below zero-filling (acc4: any method; acc8: the best one):", ", ".join(below) if below else "none")
 
 
