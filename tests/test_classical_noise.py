@@ -69,9 +69,10 @@ def test_the_constant_weight_fails_where_the_noise_following_one_holds() -> None
     assert scores["constant"][0] < scores["zero-filled"][0] < scores["sense"][0], scores
 
 
-# (coils, SNR, anatomy): every coil count at three noise levels, brain and knee-class anatomy alternating
+# (coils, SNR, anatomy): every coil count at three noise levels, knee-class and brain anatomy alternating (the
+# noisiest 4-coil case is knee-class, where the former constant SENSE weight fell below zero-filling)
 CASES = [
-    (coils, snr, ("brain", "knee")[(i + j) % 2])
+    (coils, snr, ("knee", "brain")[(i + j) % 2])
     for i, coils in enumerate((4, 6, 8, 16))
     for j, snr in enumerate((20, 50, 100))
 ]
