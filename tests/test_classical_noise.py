@@ -124,7 +124,7 @@ def test_classical_methods_hold_at_real_geometry(
 ) -> None:
     """The same targets at the challenge geometry (384 x 384 output), 4-6 coils and low SNR (measured at acc4,
     zero-filled / GRAPPA / SENSE / CS: knee 4 coils SNR 20 0.986 / 0.992 / 0.992 / 0.999, brain 4 coils SNR 20
-    0.876 / 0.914 / 0.931 / 0.978)."""
+    0.876 / 0.913 / 0.931 / 0.978)."""
     for acc in (4, 8):
         noisy = simulate_slice(anatomy, n_coils, snr, acc, 0, shape=shape, crop=(384, 384))
         assert_holds_against_zero_filling(noisy, acc)
