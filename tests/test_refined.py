@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from kspacelab import formats
+from kspacelab import classical, formats
 from kspacelab.data import classical_cache
 from kspacelab.data.dataset import SliceDataset
 from kspacelab.data.transforms import SliceTransform
@@ -281,6 +281,10 @@ def test_classical_cache_hit_miss_and_invalidation(
     assert len(calls) == 4
     np.testing.assert_allclose(changed, 2 * first, rtol=1e-4, atol=1e-6 * float(first.max()))
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+    # a changed algorithm (a new ALGORITHM_VERSION): the entries of the old one are not served
+    monkeypatch.setattr(classical, "ALGORITHM_VERSION", classical.ALGORITHM_VERSION + 1)
+    classical_cache.classical_slice(path, 1, "grappa", (64, 64))
+    assert len(calls) == 5
     with pytest.raises(ValueError, match="unknown classical method"):
         classical_cache.classical_slice(path, 1, "magic", (64, 64))
 

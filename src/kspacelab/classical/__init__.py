@@ -40,10 +40,14 @@ METHODS: dict[str, ClassicalMethod] = {
     "sense": _sense,
     "cs": _cs,
 }
+#: Version of the methods' outputs, part of the classical cache key (:mod:`kspacelab.data.classical_cache`): raise
+#: it whenever a change makes any method return different images (2: noise-following regularisation).
+ALGORITHM_VERSION = 2
 #: Methods that calibrate on the fully sampled centre block.
 METHODS_NEEDING_ACS = frozenset({"grappa", "sense", "cs"})
 
 __all__ = [
+    "ALGORITHM_VERSION",
     "METHODS",
     "METHODS_NEEDING_ACS",
     "ClassicalMethod",

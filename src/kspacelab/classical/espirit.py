@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from kspacelab.classical.grappa import MIN_ACS_WIDTH, detect_acs
+from kspacelab.classical.noise import noise_variance
 from kspacelab.classical.zero_filled import as_complex_kspace, as_line_mask
 from kspacelab.physics import center_crop, crop_readout, ifft2c, rss_complex
 
@@ -347,6 +348,9 @@ class PreparedSlices:
         crop: the requested output size ``(h, w)`` or ``None`` (full cropped size).
         single: the input was one slice ``(C, H, W)``.
         was_numpy: the input was a numpy array.
+        noise_var: ``(S,)`` float64 noise variance of one complex k-space sample (mean over coils), estimated
+            on the full readout before the crop (:func:`kspacelab.classical.noise.noise_variance`); the same per
+            pixel of the coil images and of ``S^H z`` (orthonormal FFT, unit-norm maps).
     """
 
     model: SenseModel
@@ -354,6 +358,20 @@ class PreparedSlices:
     crop: tuple[int, int] | None
     single: bool
     was_numpy: bool
+    noise_var: torch.Tensor
+
+    def noise_to_signal(self) -> torch.Tensor:
+        """``sigma^2 / P`` per slice ``(S,)`` float64: the noise variance over the mean image power ``P`` per
+        pixel, ``P = mean_pixels sum_c |z_c|^2 - C f sigma^2`` (``z`` the zero-filled coil images, ``f`` the
+        sampled fraction of the lines, so the measured noise's share is removed). For unit-norm maps ``P`` is
+        the mean of ``|x|^2`` over the field of view: the ratio is the Wiener (MAP) Tikhonov weight of a white
+        Gaussian image prior."""
+        images = self.coil_images
+        n_coils = images.shape[1]
+        fraction = float(self.model.mask.to(torch.float64).mean())
+        power = images.abs().square().sum(1).mean((-2, -1)).to(torch.float64)
+        signal = (power - n_coils * fraction * self.noise_var).clamp_min(torch.finfo(torch.float64).tiny)
+        return self.noise_var / signal
 
     def finish(self, magnitude: torch.Tensor) -> np.ndarray | torch.Tensor:
         """Crop ``(S, h, W)`` magnitudes to ``crop``, drop the slice axis for one slice, return the input type."""
@@ -393,10 +411,11 @@ def prepare(
     k4 = k.unsqueeze(0) if single else k
     mask_t = torch.from_numpy(line).to(k4.device)
     k4 = k4 * mask_t
+    noise_var = noise_variance(k4, line)
     if crop is not None:
         k4 = crop_readout(k4, int(crop[0]))
     maps = espirit_maps(k4, acs, config)
     assert isinstance(maps, torch.Tensor)
     coil_images = ifft2c(k4)
     crop_t = (int(crop[0]), int(crop[1])) if crop is not None else None
-    return PreparedSlices(SenseModel(maps, mask_t), coil_images, crop_t, single, was_numpy)
+    return PreparedSlices(SenseModel(maps, mask_t), coil_images, crop_t, single, was_numpy, noise_var)

@@ -3,8 +3,9 @@
 Two-stage models read a second, classical image beside k-space (``image_grappa`` of the challenge's image files).
 Where a file lacks it, :func:`classical_slice` computes it from the file's k-space and mask with
 :data:`kspacelab.classical.METHODS` and keeps the result under the cache folder: ``$KSPACELAB_CACHE`` if set, else
-``~/.cache/kspacelab/classical``. An entry is keyed by the SHA-256 of the k-space file's bytes, the slice, the method
-and the output size, so a changed file is never served a stale image; files are written atomically, so parallel
+``~/.cache/kspacelab/classical``. An entry is keyed by the SHA-256 of the k-space file's bytes, the slice, the method,
+:data:`kspacelab.classical.ALGORITHM_VERSION` and the output size, so neither a changed file nor a changed
+algorithm is ever served a stale image; files are written atomically, so parallel
 DataLoader workers and interrupted runs leave no half-written entry.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kspacelab import formats
+from kspacelab import classical, formats
 from kspacelab.classical import METHODS
 
 __all__ = ["CACHE_ENV", "cache_folder", "classical_slice", "file_digest"]
@@ -56,7 +57,8 @@ def classical_slice(kspace_path: str | Path, index: int, method: str, size: tupl
         raise ValueError(f"unknown classical method {method!r}; choose one of {', '.join(METHODS)}")
     h, w = int(size[0]), int(size[1])
     digest = file_digest(kspace_path)
-    entry = cache_folder() / digest[:2] / f"{digest}_{index}_{method}_{h}x{w}.npy"
+    version = classical.ALGORITHM_VERSION
+    entry = cache_folder() / digest[:2] / f"{digest}_{index}_{method}_v{version}_{h}x{w}.npy"
     if entry.is_file():
         try:
             cached = np.load(entry, allow_pickle=False)
