@@ -494,3 +494,34 @@ def test_experts_fine_tuned_from_a_shared_member(tiny_root: Path, tmp_path: Path
         with pytest.raises(KspacelabError, match=message) as err:
             read_recipe(recipe)
         assert "\n" not in str(err.value) and str(recipe) in str(err.value)
+
+
+def test_bundle_on_two_devices_writes_the_files_and_routing_of_one(
+    bundle_run: Path, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "reconstruct",
+        "--data",
+        str(tiny_root / "leaderboard"),
+        "--bundle",
+        str(bundle_run / "bundle.yaml"),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    assert (
+        main([*argv, "--out", str(tmp_path / "two"), "--quiet", "--devices", "2", "--time-budget", "3600"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "volumes per expert:" in printed and "within the time budget" in printed
+    assert json.loads((tmp_path / "two" / "routing.json").read_text()) == json.loads(
+        (tmp_path / "one" / "routing.json").read_text()
+    )
+    one = sorted((tmp_path / "one").rglob("*.h5"))
+    assert len(one) == 4
+    for path in one:
+        twin = tmp_path / "two" / path.relative_to(tmp_path / "one")
+        np.testing.assert_array_equal(formats.read_reconstruction(twin), formats.read_reconstruction(path))
+    merged = json.loads((tmp_path / "two" / "timing.json").read_text())
+    assert merged["what"] == "bundle bundle.yaml on 2 devices" and merged["slices"] == sum(
+        formats.kspace_shape(p)[0] for p in (tiny_root / "leaderboard").rglob("kspace/*.h5")
+    )

@@ -118,10 +118,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise KspacelabError(
             "--tta, --precision, --compile and --loader-workers apply to --checkpoint and --bundle reconstructions"
         )
-    if args.devices > 1 and (args.bundle is not None or args.workers > 1):
-        raise KspacelabError(
-            "--devices applies to --checkpoint and --method reconstructions (without --workers)"
-        )
+    if args.devices > 1 and args.workers > 1:
+        raise KspacelabError("--devices and --workers do not go together: choose one")
     if args.model_config is not None and args.checkpoint is None:
         raise KspacelabError("--model-config applies to --checkpoint reconstructions only")
     options = ReconOptions(
@@ -136,26 +134,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         loader_workers=args.loader_workers,
         started=started,
     )
-    if args.bundle is not None:
-        from kspacelab.experts.reconstruct import reconstruct_with_bundle
-
-        summary, decisions = reconstruct_with_bundle(
-            args.data, args.out, args.bundle, options, time_budget=args.time_budget, strict=args.strict
-        )
-        counts: dict[str, int] = {}
-        for decision in decisions:
-            counts[decision.expert] = counts.get(decision.expert, 0) + 1
-        print("volumes per expert: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
-        if args.time_budget is not None and summary.timing is not None:
-            total = summary.timing["total_seconds"]
-            verdict = "within" if total <= args.time_budget else "OVER"
-            print(f"total {total:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
-        what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
-        print(f"routing: {args.out / 'routing.json'}")
-    elif args.devices > 1:
+    decisions = None
+    if args.devices > 1:
         from kspacelab.multidevice import reconstruct_on_devices
 
-        summary = reconstruct_on_devices(
+        summary, decisions = reconstruct_on_devices(
             args.data,
             args.out,
             args.devices,
@@ -163,8 +146,25 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
             method=args.method,
             checkpoint=args.checkpoint,
             model_config=args.model_config,
+            bundle=args.bundle,
+            time_budget=args.time_budget,
+            strict=args.strict,
         )
-        what = (args.method or f"checkpoint {args.checkpoint.name}") + f" on {args.devices} devices"
+        what = (
+            (
+                args.method
+                or (f"checkpoint {args.checkpoint.name}" if args.checkpoint else f"bundle {args.bundle.name}")
+            )
+            + (" + flip TTA" if args.tta else "")
+            + f" on {args.devices} devices"
+        )
+    elif args.bundle is not None:
+        from kspacelab.experts.reconstruct import reconstruct_with_bundle
+
+        summary, decisions = reconstruct_with_bundle(
+            args.data, args.out, args.bundle, options, time_budget=args.time_budget, strict=args.strict
+        )
+        what = f"bundle {args.bundle.name}" + (" + flip TTA" if args.tta else "")
     elif args.checkpoint is not None:
         summary = reconstruct_with_checkpoint(
             args.data, args.out, args.checkpoint, options, model_config=args.model_config
@@ -178,6 +178,16 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s, "
         f"{summary.seconds / max(summary.slices, 1):.3f} s/slice)"
     )
+    if decisions is not None:
+        counts: dict[str, int] = {}
+        for decision in decisions:
+            counts[decision.expert] = counts.get(decision.expert, 0) + 1
+        print("volumes per expert: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+        if args.time_budget is not None and summary.timing is not None:
+            total = summary.timing["total_seconds"]
+            verdict = "within" if total <= args.time_budget else "OVER"
+            print(f"total {total:.1f} s: {verdict} the time budget of {args.time_budget:.0f} s")
+        print(f"routing: {args.out / 'routing.json'}")
     if summary.timing is not None:
         print(f"{timing.summary_line(summary.timing)}: {Path(args.out) / timing.TIMING_FILE}")
     for problem in summary.skipped:

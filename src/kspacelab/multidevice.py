@@ -30,6 +30,9 @@ import torch.distributed as dist
 
 from kspacelab import formats
 from kspacelab.errors import KspacelabError
+from kspacelab.experts.manifest import read_bundle
+from kspacelab.experts.reconstruct import ROUTING_FILE, check_routing_path, write_routing
+from kspacelab.experts.routing import RoutingDecision
 from kspacelab.inference import (
     CLASSICAL_METHODS,
     ReconOptions,
@@ -79,6 +82,9 @@ def _rank_main(
     model_config: str | None,
     options: ReconOptions,
     parent: int,
+    bundle: str | None = None,
+    time_budget: float | None = None,
+    strict: bool = False,
 ) -> list[dict[str, Any]]:
     """One device's share (runs in a process Fabric started); returns every rank's report (rank 0's reaches the
     parent)."""
@@ -91,10 +97,17 @@ def _rank_main(
     device = str(fabric.device)
     clock = RunClock()
     error: str | None = None
+    decisions: list[Any] = []
     try:
         if shard:
             local = dataclasses.replace(options, device=device, progress=options.progress and rank == 0)
-            if method is not None:
+            if bundle is not None:
+                from kspacelab.experts.reconstruct import reconstruct_with_bundle
+
+                _, decisions = reconstruct_with_bundle(
+                    shard, out, bundle, local, time_budget, strict, outputs=outputs, clock=clock
+                )
+            elif method is not None:
                 reconstruct_dataset(shard, out, method, local, outputs=outputs, clock=clock)
             else:
                 from kspacelab.training.checkpoint import load_model
@@ -111,6 +124,7 @@ def _rank_main(
         "groups": {g: (t.volumes, t.slices, t.seconds) for g, t in clock.groups.items()},
         "created": [str(p) for p in outputs.created],
         "folders": [str(p) for p in outputs.folders],
+        "decisions": [dataclasses.asdict(d) for d in decisions],  # plain data: Fabric copies the result
     }
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, report)
@@ -127,9 +141,15 @@ def reconstruct_on_devices(
     method: str | None = None,
     checkpoint: str | Path | None = None,
     model_config: str | Path | None = None,
-) -> ReconstructionSummary:
+    bundle: str | Path | None = None,
+    time_budget: float | None = None,
+    strict: bool = False,
+) -> tuple[ReconstructionSummary, list[RoutingDecision] | None]:
     """Reconstruct ``data`` into ``out`` on ``devices`` devices of ``options.device``'s kind (GPUs ``cuda:0..N-1``,
-    or N processes on a CPU); a classical ``method`` or a ``checkpoint`` (as ``reconstruct_*`` with one device).
+    or N processes on a CPU) with a classical ``method``, a ``checkpoint`` or a mixture-of-experts ``bundle`` (as
+    the ``reconstruct_*`` functions with one device; a bundle's ``time_budget`` is checked per device on its
+    share). Returns the summary and, for a bundle, the routing decisions in volume order (also in
+    ``OUT/routing.json``).
 
     Raises:
         KspacelabError: bad arguments or inputs (before any process starts), or the first error of any process
@@ -137,8 +157,10 @@ def reconstruct_on_devices(
     """
     if devices < 2:
         raise KspacelabError(f"--devices must be >= 2 here (1 runs on one device), got {devices}")
-    if (method is None) == (checkpoint is None):
-        raise KspacelabError("--devices needs exactly one of --checkpoint and --method")
+    if sum(x is not None for x in (method, checkpoint, bundle)) != 1:
+        raise KspacelabError("--devices needs exactly one of --checkpoint, --bundle and --method")
+    if time_budget is not None and time_budget <= 0:
+        raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
     if method is not None and method not in CLASSICAL_METHODS:
         raise KspacelabError(f"unknown method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}")
     gpu = options.device.startswith("cuda")
@@ -154,6 +176,9 @@ def reconstruct_on_devices(
     volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
     check_output_folder(out, volumes, data)
     timing_path = check_timing_path(out)
+    if bundle is not None:
+        check_routing_path(Path(out) / ROUTING_FILE)
+        read_bundle(bundle)  # a bad manifest: one line before any process starts
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise KspacelabError(f"{checkpoint}: checkpoint not found")
     shards = shard_volumes(volumes, devices)
@@ -171,8 +196,19 @@ def reconstruct_on_devices(
         model_config=None if model_config is None else str(model_config),
         options=dataclasses.replace(options, started=None),
         parent=os.getpid(),
+        bundle=None if bundle is None else str(bundle),
+        time_budget=time_budget,
+        strict=strict,
     )
-    reports = fabric.launch(work)
+    try:
+        reports = fabric.launch(work)
+    except KspacelabError:
+        raise
+    except Exception as err:  # a device process died outside its own error handling (killed, out of memory)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise KspacelabError(
+            f"a device process failed: {lines[-1] if lines else type(err).__name__}"
+        ) from err
     errors = [r["error"] for r in reports if r["error"]]
     if errors:
         raise KspacelabError(errors[0])
@@ -182,8 +218,27 @@ def reconstruct_on_devices(
         run.folders.extend(Path(p) for p in report["folders"])
         for group, (n_volumes, n_slices, seconds) in report["groups"].items():
             clock.add(group, n_volumes, n_slices, seconds)
-    what = method if method is not None else f"checkpoint {Path(str(checkpoint)).name}"
+    decisions: list[RoutingDecision] | None = None
+    if bundle is not None:
+        position = {(group, str(vol.kspace_path)): i for i, (group, vol) in enumerate(volumes)}
+        placed = [
+            (position[(group, str(vol.kspace_path))], decision)
+            for shard, report in zip(shards, reports, strict=True)
+            for (group, vol), decision in zip(
+                shard, (RoutingDecision(**d) for d in report["decisions"]), strict=True
+            )
+        ]
+        decisions = [decision for _, decision in sorted(placed, key=lambda pair: pair[0])]
+    what = (
+        method
+        if method is not None
+        else f"checkpoint {Path(str(checkpoint)).name}"
+        if checkpoint is not None
+        else f"bundle {Path(str(bundle)).name}"
+    )
     with formats.all_or_nothing(run):
+        if decisions is not None:
+            write_routing(run.claim(Path(out) / ROUTING_FILE), decisions)
         report_json = clock.report(
             f"{what} on {devices} devices",
             f"{'cuda' if gpu else 'cpu'} x {devices}",
@@ -193,7 +248,7 @@ def reconstruct_on_devices(
         )
         write_timing(run.claim(timing_path), report_json)
     slices = sum(g.slices for g in clock.groups.values())
-    return ReconstructionSummary(
+    summary = ReconstructionSummary(
         out_dir=Path(out),
         volumes=len(volumes),
         slices=slices,
@@ -201,3 +256,4 @@ def reconstruct_on_devices(
         skipped=tuple(skipped),
         timing=report_json,
     )
+    return summary, decisions

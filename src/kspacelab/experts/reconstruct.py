@@ -24,18 +24,22 @@ from kspacelab.inference import (
     reconstruct_with_model,
     validated_volumes,
 )
-from kspacelab.timing import check_timing_path, write_timing
+from kspacelab.timing import RunClock, check_timing_path, write_timing
 
-__all__ = ["reconstruct_with_bundle"]
+__all__ = ["ROUTING_FILE", "check_routing_path", "reconstruct_with_bundle", "write_routing"]
+
+ROUTING_FILE = "routing.json"
 
 
 def reconstruct_with_bundle(
-    data: str | Path,
+    data: str | Path | list[tuple[str, formats.Volume]],
     out: str | Path,
     bundle: str | Path,
     options: ReconOptions | None = None,
     time_budget: float | None = None,
     strict: bool = False,
+    outputs: formats.OutputSet | None = None,
+    clock: RunClock | None = None,
 ) -> tuple[ReconstructionSummary, list[RoutingDecision]]:
     """Route every volume under ``data`` to an expert of ``bundle`` and reconstruct it; write ``OUT/routing.json``.
 
@@ -46,21 +50,30 @@ def reconstruct_with_bundle(
             (from ``options.started``: the CLI starts it with the command, so loading counts). After every volume the total is
             projected from the time per slice so far; a projection over the budget prints a warning.
         strict: with ``time_budget``, stop with an error instead of warning (the files this run wrote are removed).
+        outputs, clock: as for :func:`kspacelab.inference.reconstruct_with_model`; with ``outputs`` (part of a larger
+            run: ``reconstruct --devices``) neither ``routing.json`` nor ``timing.json`` is written (the caller
+            writes them from the returned decisions and the clock's laps).
 
     Returns:
         the summary (all volumes) and the routing decisions, in volume order.
     """
     options = options or ReconOptions()
-    clock = options.clock()
+    clock = clock or options.clock()
     if time_budget is not None and time_budget <= 0:
         raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
     device = options.torch_device()
     skipped: list[str] = []
-    volumes = validated_volumes(data, skipped if options.skip_bad else None)
-    check_output_folder(out, volumes, data)
+    if isinstance(data, list):
+        volumes = data
+        check_output_folder(out, volumes)
+    else:
+        volumes = validated_volumes(data, skipped if options.skip_bad else None)
+        check_output_folder(out, volumes, data)
     out = Path(out)
-    _check_routing_path(out / "routing.json")
-    timing_path = check_timing_path(out)
+    whole_run = outputs is None
+    if whole_run:
+        check_routing_path(out / ROUTING_FILE)
+    timing_path = check_timing_path(out) if whole_run else None
     start = time.perf_counter()
     loaded = load_bundle(bundle, map_location=device)
     decisions = route_volumes(volumes, loaded, options.crop)
@@ -69,7 +82,7 @@ def reconstruct_with_bundle(
     warned = False
     quiet = dataclasses.replace(options, progress=False, loader_workers=0)  # one volume per call
     with (
-        formats.all_or_nothing() as run,
+        formats.all_or_nothing(outputs) as run,
         tqdm(
             total=total_slices, desc="reconstruct (bundle)", unit="slice", disable=not options.progress
         ) as bar,
@@ -97,13 +110,13 @@ def reconstruct_with_bundle(
                 if not warned:
                     bar.write(f"warning: {message}")
                     warned = True
-        routing = run.claim(out / "routing.json")
-        text = json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n"
-        formats.atomic_text(routing, text)
-        report = clock.report(
-            f"bundle {Path(bundle).name}", str(device), options.batch_size, options.tta, options.precision
-        )
-        write_timing(run.claim(timing_path), report)
+        report = None
+        if timing_path is not None:
+            write_routing(run.claim(out / ROUTING_FILE), decisions)
+            report = clock.report(
+                f"bundle {Path(bundle).name}", str(device), options.batch_size, options.tta, options.precision
+            )
+            write_timing(run.claim(timing_path), report)
     seconds = time.perf_counter() - start
     summary = ReconstructionSummary(
         out_dir=out,
@@ -116,6 +129,11 @@ def reconstruct_with_bundle(
     return summary, decisions
 
 
-def _check_routing_path(path: Path) -> None:
+def check_routing_path(path: Path) -> None:
     """Refuse to replace ``OUT/routing.json`` unless it is a routing file of an earlier run (a JSON list)."""
     formats.check_replaceable_json(path, "routing file", lambda old: isinstance(old, list))
+
+
+def write_routing(path: Path, decisions: list[RoutingDecision]) -> None:
+    """``OUT/routing.json``: one object per volume, in volume order (atomic)."""
+    formats.atomic_text(path, json.dumps([dataclasses.asdict(d) for d in decisions], indent=2) + "\n")
