@@ -32,7 +32,7 @@ FLOORS: list[list[str]] = [
     ["kspacelab.training"],  # 5
     ["kspacelab.inference"],  # 6
     ["kspacelab.experts"],  # 7: may import inference; inference must not import experts
-    ["kspacelab.evaluation", "kspacelab.report"],  # 8
+    ["kspacelab.evaluation", "kspacelab.report", "kspacelab.robustness"],  # 8
     ["kspacelab.demo", "kspacelab.cli", "kspacelab.__main__"],  # 9
 ]
 
