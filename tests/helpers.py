@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from kspacelab.data.synthetic import SimulationPreset, with_overrides
 
 # A tiny simulation geometry: the whole SNU layout in a few seconds.
@@ -40,3 +43,23 @@ def tiny_overrides(model_name: str) -> list[str]:
     else:
         words += ["--data.num_workers", "0"]
     return words
+
+
+#: A tiny VarNet (1 cascade, a few channels): a model that reconstructs any tiny file in milliseconds.
+TINY_VARNET = {"num_cascades": 1, "sens_chans": 2, "sens_pools": 2, "chans": 4, "pools": 2}
+
+
+def varnet_checkpoint(path: Path, crop_height: dict[str, int] | None = None) -> Path:
+    """A kspacelab-style checkpoint of an untrained tiny VarNet (the readout crop it was "trained" with)."""
+    import torch
+
+    from kspacelab.models.varnet import VarNet
+
+    torch.manual_seed(0)
+    model = VarNet(**TINY_VARNET)
+    hparams: dict[str, Any] = {"model_name": "varnet", "model_kwargs": dict(TINY_VARNET)}
+    if crop_height is not None:
+        hparams["crop_height"] = crop_height
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    return path

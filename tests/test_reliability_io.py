@@ -25,7 +25,8 @@ import pytest
 import torch
 
 import kspacelab.data.synthetic as synthetic
-from helpers import TINY
+from helpers import TINY, TINY_VARNET
+from helpers import varnet_checkpoint as _checkpoint
 from kspacelab import formats, physics
 from kspacelab.cli import main
 from kspacelab.data.transforms import SliceTransform
@@ -33,9 +34,6 @@ from kspacelab.errors import KspacelabError
 from kspacelab.masks import center_block
 from kspacelab.models.base import InputSpec
 from kspacelab.models.varnet import VarNet
-
-TINY_VARNET = {"num_cascades": 1, "sens_chans": 2, "sens_pools": 2, "chans": 4, "pools": 2}
-
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -85,18 +83,6 @@ def _rewrite(path: Path, **datasets: np.ndarray) -> None:
         for key, value in datasets.items():
             del f[key]
             f[key] = value
-
-
-def _checkpoint(path: Path, crop_height: dict[str, int] | None = None) -> Path:
-    """A kspacelab-style checkpoint of an untrained tiny VarNet (the readout crop it was "trained" with)."""
-    torch.manual_seed(0)
-    model = VarNet(**TINY_VARNET)
-    hparams: dict[str, Any] = {"model_name": "varnet", "model_kwargs": dict(TINY_VARNET)}
-    if crop_height is not None:
-        hparams["crop_height"] = crop_height
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
-    return path
 
 
 def _fail_on_call(real: Any, n: int, error: int = errno.ENOSPC) -> Any:
