@@ -8,10 +8,12 @@ Fully sampled files (the SNU layout's train/val k-space: the stored ``kspace`` h
   ``equispaced`` (centre fraction ``0.32 / acc``: fastMRI's 0.08 at 4x and 0.04 at 8x), one mask per volume drawn
   from ``(seed, acceleration, file name)`` (:func:`volume_mask`);
 * fewer coils, with the organiser mask: a subset of the coils (evenly spaced over the array) or the volume
-  compressed to fewer virtual coils (:func:`kspacelab.physics.compress_coils`), per coil count and acceleration.
+  compressed to fewer virtual coils (:func:`kspacelab.physics.compress_coils`, one matrix per volume from its
+  scored slices), per coil count and acceleration. The target is then what such a scanner gives: the RSS of the
+  reduced fully sampled k-space (:func:`fewer_coils_target`), not the file's all-coil ``image_label``.
 
 Each condition's files are written to a temporary folder in the SNU layout (k-space multiplied by the new mask, the
-new ``mask``, the original ``image_label`` and its ``max``; no ``image_input``/``image_grappa``, so a model or a
+new ``mask``, the target ``image_label`` and its ``max``; no ``image_input``/``image_grappa``, so a model or a
 router that needs a classical image computes it from the new k-space), reconstructed with the same functions as
 ``kspacelab reconstruct`` (a classical method, a checkpoint or a bundle) and scored with the leaderboard SSIM of
 ``kspacelab evaluate``. The result (:class:`RobustnessResult`) is a table with one row per condition, written as
@@ -42,6 +44,7 @@ from tqdm.auto import tqdm
 
 from kspacelab import formats, masks, physics
 from kspacelab.challenge import ANATOMIES, acc_folder
+from kspacelab.classical.zero_filled import zero_filled_image
 from kspacelab.data.classical_cache import CACHE_ENV
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.evaluation import evaluate_leaderboard
@@ -64,6 +67,7 @@ __all__ = [
     "RobustnessResult",
     "RobustnessRow",
     "conditions",
+    "fewer_coils_target",
     "reduce_coils",
     "run_robustness",
     "select_volumes",
@@ -449,6 +453,14 @@ def _write_target(path: Path, label: np.ndarray, max_value: float) -> None:
         f.attrs["norm"] = float(np.linalg.norm(label.astype(np.float64).ravel()))
 
 
+def fewer_coils_target(kspace: np.ndarray, label: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
+    """The target a scanner with these coils gives: the RSS of its fully sampled ``kspace`` ``(S, C, H, W)``
+    cropped to the ``label`` size (how ``image_label`` is made), and the file's ``max`` scaled by the ratio of the
+    new to the old maximum over the scored slices (the whole volume is not read)."""
+    target = np.asarray(zero_filled_image(kspace, None, crop=label.shape[-2:]), dtype=np.float32)
+    return target, float(max_value) * float(target.max()) / float(label.max())
+
+
 def _write_condition(
     folder: Path, condition: Condition, selection: Sequence[tuple[formats.Volume, list[int]]], seed: int
 ) -> list[tuple[str, dict[str, object], float]]:
@@ -465,7 +477,10 @@ def _write_condition(
         formats.write_kspace_file(folder / "kspace" / name, kspace * mask.astype(np.complex64), mask)
         assert vol.image_path is not None  # select_volumes requires it
         label = np.stack([formats.read_image_slice(vol.image_path, i) for i in slices])
-        _write_target(folder / "image" / name, label, formats.read_image_attrs(vol.image_path)["max"])
+        max_value = formats.read_image_attrs(vol.image_path)["max"]
+        if condition.coils is not None:
+            label, max_value = fewer_coils_target(kspace, label, max_value)
+        _write_target(folder / "image" / name, label, max_value)
         info: dict[str, object] = {
             "name": vol.name,
             "coils": int(kspace.shape[1]),
