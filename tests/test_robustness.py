@@ -20,6 +20,7 @@ import torch
 
 from helpers import varnet_checkpoint
 from kspacelab import formats, masks, physics
+from kspacelab.classical.zero_filled import zero_filled_image
 from kspacelab.cli import main
 from kspacelab.evaluation import evaluate_leaderboard
 from kspacelab.experts.manifest import write_bundle
@@ -170,18 +171,23 @@ def test_bad_compression_arguments() -> None:
 
 
 def test_the_fewer_coils_target_is_made_as_image_label(tiny_root: Path) -> None:
-    """With every coil the recomputed target is the file's image_label and max (so the recipe is right); with 2
-    coils it is the RSS of those coils (less signal), its max scaled alike."""
+    """With every coil the recomputed target is the file's image_label, scale 1 (so the recipe is right); with 2
+    coils it is the RSS of those coils, k-space and target scaled alike to the label's maximum."""
     for vol in formats.discover_split(tiny_root, "val"):
         assert vol.image_path is not None
         kspace = np.stack([formats.read_kspace_slice(vol.kspace_path, i)[0] for i in range(2)])
         label = formats.read_image_volume(vol.image_path)
-        max_value = formats.read_image_attrs(vol.image_path)["max"]
-        target, new_max = fewer_coils_target(kspace, label, max_value)
-        np.testing.assert_allclose(target, label, rtol=1e-4, atol=1e-4 * max_value)
-        assert new_max == pytest.approx(max_value, rel=1e-5)
-        fewer, fewer_max = fewer_coils_target(reduce_coils(kspace, 2, "subset"), label, max_value)
-        assert fewer.sum() < label.sum() and fewer_max / max_value == pytest.approx(fewer.max() / label.max())
+        same_kspace, target = fewer_coils_target(kspace, label)
+        np.testing.assert_allclose(target, label, rtol=1e-4, atol=1e-4 * float(label.max()))
+        np.testing.assert_allclose(same_kspace, kspace, rtol=1e-4, atol=1e-4 * float(np.abs(kspace).max()))
+        reduced = reduce_coils(kspace, 2, "subset")
+        scaled, fewer = fewer_coils_target(reduced, label)
+        assert fewer.max() == pytest.approx(label.max(), rel=1e-6)
+        scale = float(np.abs(scaled).sum() / np.abs(reduced).sum())
+        assert scale > 1.0  # 2 coils hold less signal than 6
+        rss = zero_filled_image(scaled, None, crop=label.shape[-2:])
+        np.testing.assert_allclose(fewer, rss, rtol=1e-4, atol=1e-5 * float(label.max()))
+        assert not np.allclose(fewer, label, rtol=0.05)
 
 
 # ------------------------------------------------------------------------------------------------ masks

@@ -10,7 +10,8 @@ Fully sampled files (the SNU layout's train/val k-space: the stored ``kspace`` h
 * fewer coils, with the organiser mask: a subset of the coils (evenly spaced over the array) or the volume
   compressed to fewer virtual coils (:func:`kspacelab.physics.compress_coils`, one matrix per volume from its
   scored slices), per coil count and acceleration. The target is then what such a scanner gives: the RSS of the
-  reduced fully sampled k-space (:func:`fewer_coils_target`), not the file's all-coil ``image_label``.
+  reduced fully sampled k-space, on the challenge's scale (:func:`fewer_coils_target`), not the file's all-coil
+  ``image_label``.
 
 Each condition's files are written to a temporary folder in the SNU layout (k-space multiplied by the new mask, the
 new ``mask``, the target ``image_label`` and its ``max``; no ``image_input``/``image_grappa``, so a model or a
@@ -453,12 +454,24 @@ def _write_target(path: Path, label: np.ndarray, max_value: float) -> None:
         f.attrs["norm"] = float(np.linalg.norm(label.astype(np.float64).ravel()))
 
 
-def fewer_coils_target(kspace: np.ndarray, label: np.ndarray, max_value: float) -> tuple[np.ndarray, float]:
-    """The target a scanner with these coils gives: the RSS of its fully sampled ``kspace`` ``(S, C, H, W)``
-    cropped to the ``label`` size (how ``image_label`` is made), and the file's ``max`` scaled by the ratio of the
-    new to the old maximum over the scored slices (the whole volume is not read)."""
+def fewer_coils_target(kspace: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a scanner with fewer coils gives: its fully sampled k-space and target on the challenge's scale.
+
+    The target is the RSS of the reduced fully sampled ``kspace`` cropped to the ``label`` size (how
+    ``image_label`` is made); both are scaled so that its maximum over the scored slices equals the file label's
+    (as the challenge data and the simulator are scaled), so the file's ``max`` and the absolute foreground
+    thresholds of the metric keep their meaning.
+
+    Args:
+        kspace: complex ``(S, C', H, W)`` fully sampled k-space with the reduced coils.
+        label: float32 ``(S, h, w)`` the file's ``image_label`` of the same slices (all coils).
+
+    Returns:
+        ``(kspace, target)``: complex64 ``(S, C', H, W)`` and float32 ``(S, h, w)``, scaled alike.
+    """
     target = np.asarray(zero_filled_image(kspace, None, crop=label.shape[-2:]), dtype=np.float32)
-    return target, float(max_value) * float(target.max()) / float(label.max())
+    scale = float(label.max()) / float(target.max())
+    return (kspace * np.complex64(scale)).astype(np.complex64), target * np.float32(scale)
 
 
 def _write_condition(
@@ -469,18 +482,16 @@ def _write_condition(
     written = []
     for index, (vol, slices) in enumerate(selection, start=1):
         kspace = _read_slices(vol, slices)
+        assert vol.image_path is not None  # select_volumes requires it
+        label = np.stack([formats.read_image_slice(vol.image_path, i) for i in slices])
         if condition.coils is not None:
-            kspace = reduce_coils(kspace, condition.coils, condition.coil_mode)
+            reduced = reduce_coils(kspace, condition.coils, condition.coil_mode)
+            kspace, label = fewer_coils_target(reduced, label)
         width = kspace.shape[-1]
         mask = volume_mask(condition.family, width, condition.acceleration, seed, vol.name)
         name = f"{vol.anatomy}_{acc_folder(condition.acceleration)}_{index}.h5"
         formats.write_kspace_file(folder / "kspace" / name, kspace * mask.astype(np.complex64), mask)
-        assert vol.image_path is not None  # select_volumes requires it
-        label = np.stack([formats.read_image_slice(vol.image_path, i) for i in slices])
-        max_value = formats.read_image_attrs(vol.image_path)["max"]
-        if condition.coils is not None:
-            label, max_value = fewer_coils_target(kspace, label, max_value)
-        _write_target(folder / "image" / name, label, max_value)
+        _write_target(folder / "image" / name, label, formats.read_image_attrs(vol.image_path)["max"])
         info: dict[str, object] = {
             "name": vol.name,
             "coils": int(kspace.shape[1]),
