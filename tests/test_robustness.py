@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from helpers import varnet_checkpoint
-from kspacelab import formats, masks, physics
+from kspacelab import formats, masks, metrics, physics
 from kspacelab.classical.zero_filled import zero_filled_image
 from kspacelab.cli import main
 from kspacelab.evaluation import evaluate_leaderboard
@@ -258,8 +258,17 @@ def test_robustness_with_a_classical_method(
         for volume in row["per_volume"]:
             drawn = volume_mask(row["family"], volume["width"], row["acceleration"], 0, volume["name"])
             np.testing.assert_array_equal(_line_mask(volume), drawn)
+        fractions = [f for v in row["per_volume"] for f in v["foreground"]]
+        assert len(fractions) == 8 and row["foreground"] == pytest.approx(np.mean(fractions), abs=1e-4)
         effective = np.mean([v["width"] / len(v["lines"]) for v in row["per_volume"]])
         assert row["effective_acceleration"] == pytest.approx(effective, abs=1e-4)
+    # all coils: the targets are the files' labels (foreground fractions from the metric's mask of image_label)
+    for volume in _row(report, "organiser", 4)["per_volume"]:
+        label = formats.read_image_volume(tiny_root / "val" / "image" / volume["name"])
+        anatomy = formats.anatomy_from_name(volume["name"])
+        expected_fg = [float(metrics.foreground_mask(t, anatomy).mean()) for t in label]
+        assert volume["foreground"] == pytest.approx(expected_fg)
+
     # the same numbers in the CSV and the printed table; a figure
     with open(out / "robustness.csv", newline="") as fh:
         table = list(csv.DictReader(fh))

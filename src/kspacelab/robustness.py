@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kspacelab import formats, masks, physics
+from kspacelab import formats, masks, metrics, physics
 from kspacelab.challenge import ANATOMIES, acc_folder
 from kspacelab.classical.zero_filled import zero_filled_image
 from kspacelab.data.classical_cache import CACHE_ENV
@@ -130,6 +130,8 @@ class RobustnessRow:
         condition: the condition.
         slices: slices scored (every selected slice of every selected volume).
         effective_acceleration: mean over the volumes of ``W / sampled lines`` of the masks used.
+        foreground: mean over the slices of the fraction of pixels in the metric's foreground mask of the target
+            (smaller with fewer coils that see less of the anatomy; background windows score 1).
         ssim: leaderboard SSIM, the mean over all slices (brain and knee pooled).
         per_anatomy: anatomy -> mean leaderboard SSIM over its slices.
         delta: ``ssim`` minus the organiser row at the same acceleration with all coils (None without one).
@@ -140,6 +142,7 @@ class RobustnessRow:
     condition: Condition
     slices: int
     effective_acceleration: float
+    foreground: float
     ssim: float
     per_anatomy: dict[str, float]
     delta: float | None = None
@@ -154,6 +157,7 @@ class RobustnessRow:
             "coils": "all" if c.coils is None else c.coils,
             "coil_mode": c.coil_mode,
             "effective_acceleration": round(self.effective_acceleration, 4),
+            "foreground": round(self.foreground, 4),
             "slices": self.slices,
             "ssim": self.ssim,
             **{f"ssim_{a}": self.per_anatomy.get(a) for a in ANATOMIES},
@@ -174,7 +178,7 @@ class RobustnessResult:
 
     def table(self, decimals: int = 4) -> str:
         """Markdown table: one line per condition."""
-        header = ["mask", "acc", "coils", "W / lines", "SSIM", *ANATOMIES, "vs organiser"]
+        header = ["mask", "acc", "coils", "W / lines", "foreground", "SSIM", *ANATOMIES, "vs organiser"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
         def cell(value: float | None, sign: bool = False) -> str:
@@ -190,6 +194,7 @@ class RobustnessResult:
                 acc_folder(c.acceleration),
                 coils,
                 f"{row.effective_acceleration:.2f}",
+                f"{100 * row.foreground:.0f}%",
                 cell(row.ssim),
                 *(cell(row.per_anatomy.get(a)) for a in ANATOMIES),
                 cell(row.delta, sign=True),
@@ -476,9 +481,9 @@ def fewer_coils_target(kspace: np.ndarray, label: np.ndarray) -> tuple[np.ndarra
 
 def _write_condition(
     folder: Path, condition: Condition, selection: Sequence[tuple[formats.Volume, list[int]]], seed: int
-) -> list[tuple[str, dict[str, object], float]]:
+) -> list[tuple[str, dict[str, object], float, list[float]]]:
     """Write one condition's SNU folder (``kspace/``, ``image/``); returns per volume its file name there, its
-    per-volume info and ``W / sampled lines``."""
+    per-volume info, ``W / sampled lines`` and the foreground fraction of each slice's target."""
     written = []
     for index, (vol, slices) in enumerate(selection, start=1):
         kspace = _read_slices(vol, slices)
@@ -492,13 +497,15 @@ def _write_condition(
         name = f"{vol.anatomy}_{acc_folder(condition.acceleration)}_{index}.h5"
         formats.write_kspace_file(folder / "kspace" / name, kspace * mask.astype(np.complex64), mask)
         _write_target(folder / "image" / name, label, formats.read_image_attrs(vol.image_path)["max"])
+        foreground = [float(metrics.foreground_mask(t, vol.anatomy).mean()) for t in label]
         info: dict[str, object] = {
             "name": vol.name,
             "coils": int(kspace.shape[1]),
+            "foreground": foreground,
             "lines": [int(i) for i in np.flatnonzero(mask)],
             "width": int(width),
         }
-        written.append((name, info, width / int(mask.sum())))
+        written.append((name, info, width / int(mask.sum()), foreground))
     return written
 
 
@@ -521,16 +528,19 @@ def _score_condition(
     slice_scores: list[float] = []
     anatomy_scores: dict[str, list[float]] = {}
     widths = []
-    for (name, info, effective), (vol, _) in zip(written, selection, strict=True):
+    foreground: list[float] = []
+    for (name, info, effective, fractions), (vol, _) in zip(written, selection, strict=True):
         score = scores[name]
         per_volume.append({**info, "ssim": score.ssim, "slice_ssim": list(score.slice_ssim)})
         slice_scores.extend(score.slice_ssim)
         anatomy_scores.setdefault(vol.anatomy, []).extend(score.slice_ssim)
         widths.append(effective)
+        foreground.extend(fractions)
     return RobustnessRow(
         condition=condition,
         slices=len(slice_scores),
         effective_acceleration=float(np.mean(widths)),
+        foreground=float(np.mean(foreground)),
         ssim=float(np.mean(slice_scores)),
         per_anatomy={a: float(np.mean(s)) for a, s in sorted(anatomy_scores.items())},
         per_volume=per_volume,
