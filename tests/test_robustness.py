@@ -402,6 +402,35 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert not any((tiny_root / "val" / "kspace" / name).exists() for name in OUTPUT_FILES)
 
 
+def test_a_failure_mid_run_names_the_input_and_writes_nothing(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method that fails on the second condition: one line naming the input file and the condition (not the
+    temporary copy), no report, no temporary folder left."""
+    import tempfile
+
+    from kspacelab import inference
+
+    calls = {"n": 0}
+    real = inference.CLASSICAL_METHODS["zero-filled"]
+
+    def flaky(kspace: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] > 8:  # the first condition (4 volumes x 2 slices) succeeds
+            raise ValueError("boom")
+        return real(kspace, mask, size)
+
+    monkeypatch.setitem(inference.CLASSICAL_METHODS, "zero-filled", flaky)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "out"
+    argv = ["robustness", "--data", str(tiny_root), "--out", str(out), "--method", "zero-filled", "--quiet"]
+    code, _, err = _run([*argv, "--families", "organiser", "--coils"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "brain_acc4_2.h5 under organiser acc8: slice 0: zero-filled failed: boom" in err
+    assert not out.exists() and list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_a_bad_checkpoint_is_one_line(
     tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -519,7 +519,15 @@ def _score_condition(
     data, recon = work / "data", work / "recon"
     try:
         written = _write_condition(data, condition, selection, seed)
-        reconstruct(data, recon)
+        try:
+            reconstruct(data, recon)
+        except KspacelabError as err:  # name the input file and the condition, not the temporary file
+            message = str(err)
+            for name, info, _, _ in written:
+                for sub in ("kspace", "image"):
+                    where = f"{info['name']} under {condition.label} {acc_folder(condition.acceleration)}"
+                    message = message.replace(str(data / sub / name), where)
+            raise KspacelabError(message) from err
         scores = {v.name: v for v in evaluate_leaderboard(data, recon, progress=False).per_volume}
     finally:
         shutil.rmtree(data, ignore_errors=True)
