@@ -15,7 +15,7 @@ from kspacelab.cli import build_parser, main
 from kspacelab.demo import run_demo
 
 
-@pytest.mark.parametrize("command", ["simulate", "train", "reconstruct", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["simulate", "train", "reconstruct", "evaluate", "robustness", "demo"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -26,13 +26,13 @@ PACKAGE = "kspacelab"
 FLOORS: list[list[str]] = [
     ["kspacelab.errors", "kspacelab.challenge"],  # 0
     ["kspacelab.physics", "kspacelab.masks", "kspacelab.metrics"],  # 1
-    ["kspacelab.formats", "kspacelab.classical"],  # 2
+    ["kspacelab.formats", "kspacelab.classical", "kspacelab.timing"],  # 2
     ["kspacelab.models"],  # 3
     ["kspacelab.data"],  # 4
     ["kspacelab.training"],  # 5
     ["kspacelab.inference"],  # 6
     ["kspacelab.experts"],  # 7: may import inference; inference must not import experts
-    ["kspacelab.evaluation", "kspacelab.report"],  # 8
+    ["kspacelab.evaluation", "kspacelab.report", "kspacelab.robustness", "kspacelab.multidevice"],  # 8
     ["kspacelab.demo", "kspacelab.cli", "kspacelab.__main__"],  # 9
 ]
 

@@ -1,4 +1,4 @@
-"""The ``kspacelab`` program: simulate | train | reconstruct | evaluate | demo.
+"""The ``kspacelab`` program: simulate | train | reconstruct | evaluate | robustness | demo.
 
 User errors (bad files, bad arguments) print one line ``kspacelab: error: ...`` on stderr and exit with
 status 2; no traceback.
@@ -237,6 +237,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from kspacelab.inference import ReconOptions
+    from kspacelab.robustness import FAMILIES, OUTPUT_FILES, run_robustness
+
+    options = ReconOptions(
+        device=args.device, batch_size=args.batch_size, tta=args.tta, progress=not args.quiet
+    )
+    result = run_robustness(
+        args.data,
+        args.out,
+        method=args.method,
+        checkpoint=args.checkpoint,
+        bundle=args.bundle,
+        families=tuple(FAMILIES) if args.families is None else args.families,
+        accelerations=args.accelerations,
+        coils=args.coils,
+        coil_modes=args.coil_modes,
+        split=args.split,
+        max_volumes=args.max_volumes,
+        max_slices=args.max_slices,
+        seed=args.seed,
+        options=options,
+    )
+    slices = result.rows[0].slices if result.rows else 0
+    print(f"{result.what} on {len(result.volumes)} volumes ({slices} slices) of {args.data}:")
+    print(result.table())
+    print("wrote " + ", ".join(str(args.out / name) for name in OUTPUT_FILES))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kspacelab.demo import run_demo
 
@@ -247,6 +277,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     run_demo(Path(args.out), seed=args.seed, progress=not args.quiet, config=args.config)
     return 0
+
+
+def _add_reconstructor(parser: argparse.ArgumentParser) -> None:
+    """What reconstructs (one of --checkpoint, --method, --bundle) and how a model runs (--tta, --batch-size,
+    --device): the options ``reconstruct`` and ``robustness`` share."""
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="trained model: kspacelab train checkpoint, fastMRI VarNet or PromptMR+ weights (state dict, "
+        "Lightning checkpoint or DeepSpeed mp_rank_00_model_states.pt)",
+    )
+    how.add_argument(
+        "--method",
+        choices=_ClassicalMethods(),
+        help="classical reconstruction method",
+    )
+    how.add_argument(
+        "--bundle", type=Path, help="mixture of experts: a bundle manifest (YAML/JSON) routing each volume"
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint or bundle only)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=1, help="slices per forward pass (default: 1)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,21 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--data", type=Path, required=True, help="leaderboard root or folder with kspace/")
     rec.add_argument("--out", type=Path, required=True, help="output folder")
-    how = rec.add_mutually_exclusive_group(required=True)
-    how.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="trained model: kspacelab train checkpoint, fastMRI VarNet or PromptMR+ weights (state dict, "
-        "Lightning checkpoint or DeepSpeed mp_rank_00_model_states.pt)",
-    )
-    how.add_argument(
-        "--method",
-        choices=_ClassicalMethods(),
-        help="classical reconstruction method",
-    )
-    how.add_argument(
-        "--bundle", type=Path, help="mixture of experts: a bundle manifest (YAML/JSON) routing each volume"
-    )
+    _add_reconstructor(rec)
     rec.add_argument(
         "--model-config",
         type=Path,
@@ -390,9 +433,6 @@ def build_parser() -> argparse.ArgumentParser:
         "tensor shapes",
     )
     rec.add_argument(
-        "--tta", action="store_true", help="horizontal-flip self-ensemble (checkpoint or bundle only)"
-    )
-    rec.add_argument(
         "--time-budget",
         type=float,
         default=None,
@@ -400,10 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bundle: warn when the projected total time exceeds SECONDS (the challenge allowed 3600)",
     )
     rec.add_argument("--strict", action="store_true", help="with --time-budget: stop instead of warning")
-    rec.add_argument(
-        "--batch-size", type=_positive_int, default=1, help="slices per forward pass (default: 1)"
-    )
-    rec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     rec.add_argument(
         "--precision",
         choices=("32", "bf16", "16"),
@@ -419,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="shard the volumes over N devices: GPUs cuda:0..N-1 with --device cuda, else N processes on the CPU "
-        "(Lightning Fabric, DDP; --checkpoint or --method; default: 1)",
+        "(Lightning Fabric, DDP; default: 1)",
     )
     rec.add_argument(
         "--loader-workers",
@@ -469,6 +505,65 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
+
+    rob = sub.add_parser(
+        "robustness",
+        help="score a model or method on other masks and fewer coils (unknown private mask or scanner)",
+        description="Undersample fully sampled files (a dataset root's val split, or a folder with kspace/ and "
+        "image/) again with every mask family at every acceleration, and with fewer coils (a subset, or "
+        "compressed to virtual coils), reconstruct as `reconstruct` does and score with the leaderboard SSIM. "
+        "Writes OUT/robustness.csv, robustness.json and robustness.png and prints the table.",
+    )
+    rob.add_argument(
+        "--data", type=Path, required=True, help="dataset root or folder with fully sampled kspace/"
+    )
+    rob.add_argument("--out", type=Path, required=True, help="output folder for the report")
+    _add_reconstructor(rob)
+    rob.add_argument(
+        "--families",
+        nargs="+",
+        default=None,
+        metavar="FAMILY",
+        help="mask families (default: all: organiser random_offset random_spaced random_lines fastmri_random "
+        "fastmri_equispaced)",
+    )
+    rob.add_argument(
+        "--accelerations",
+        nargs="+",
+        type=_positive_int,
+        default=[4, 8],
+        metavar="ACC",
+        help="accelerations (default: 4 8)",
+    )
+    rob.add_argument(
+        "--coils",
+        nargs="*",
+        type=_positive_int,
+        default=[2, 4],
+        metavar="N",
+        help="coil counts scored with the organiser mask (default: 2 4; none: no coil rows); at most every "
+        "file's coil count",
+    )
+    rob.add_argument(
+        "--coil-modes",
+        nargs="+",
+        default=["subset", "compressed"],
+        metavar="MODE",
+        help="subset: coils spread evenly over the array; compressed: PCA virtual coils (default: both)",
+    )
+    rob.add_argument("--split", default="val", help="split of a dataset root (default: val)")
+    rob.add_argument(
+        "--max-volumes",
+        type=_positive_int,
+        default=4,
+        help="volumes scored, brain and knee in turn (default: 4)",
+    )
+    rob.add_argument(
+        "--max-slices", type=_positive_int, default=2, help="central slices per volume (default: 2)"
+    )
+    rob.add_argument("--seed", type=int, default=0, help="seed of the random masks (default: 0)")
+    rob.add_argument("--quiet", action="store_true", help="no progress bar")
+    rob.set_defaults(func=_cmd_robustness)
 
     demo = sub.add_parser(
         "demo",

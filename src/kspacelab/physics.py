@@ -23,11 +23,13 @@ __all__ = [
     "LowFreqs",
     "broadcast_line_mask",
     "center_crop",
+    "coil_compression_matrix",
     "complex_abs",
     "complex_abs_sq",
     "complex_center_crop",
     "complex_conj",
     "complex_mul",
+    "compress_coils",
     "crop_readout",
     "fft2c",
     "flip_width_kspace",
@@ -150,6 +152,55 @@ def rss_complex(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
         real tensor, the coil axis (and the real-view axis) removed.
     """
     return torch.sqrt(complex_abs_sq(x).sum(dim))
+
+
+def coil_compression_matrix(kspace: torch.Tensor, n_virtual: int, coil_dim: int = -3) -> torch.Tensor:
+    """Unitary coil compression (PCA / SVD of the coil covariance): the ``n_virtual`` principal coil combinations.
+
+    The coil covariance ``A = sum_samples x x^H`` (``C x C``, accumulated in complex128 over every other axis)
+    is diagonalised; its eigenvectors of the ``n_virtual`` largest eigenvalues are the columns of the result, the
+    largest first. Virtual coils ``y = V^H x`` (:func:`compress_coils`) keep the fraction
+    ``sum(top n eigenvalues) / trace(A)`` of the signal energy, all of it when ``n_virtual == C`` (a rotation of
+    the coils: the RSS image is unchanged).
+
+    Args:
+        kspace: native complex k-space (or coil images: the transform is linear and the FFT orthonormal), the
+            coils along ``coil_dim``, e.g. ``(S, C, H, W)`` complex64 for a volume.
+        n_virtual: number of virtual coils, ``1 <= n_virtual <= C``.
+        coil_dim: the coil axis.
+
+    Returns:
+        ``(C, n_virtual)`` complex128 matrix with orthonormal columns.
+    """
+    if not kspace.is_complex():
+        raise ValueError(f"coil compression needs native complex data, got {kspace.dtype}")
+    coils = kspace.shape[coil_dim]
+    if not 1 <= n_virtual <= coils:
+        raise ValueError(f"cannot compress {coils} coils to {n_virtual} virtual coils (need 1..{coils})")
+    x = kspace.movedim(coil_dim, 0).reshape(coils, -1)
+    covariance = torch.zeros(coils, coils, dtype=torch.complex128, device=kspace.device)
+    for chunk in x.split(1 << 20, dim=1):  # bounded memory in complex128
+        c = chunk.to(torch.complex128)
+        covariance += c @ c.conj().T
+    _, vectors = torch.linalg.eigh(covariance)  # ascending eigenvalues
+    return vectors.flip(-1)[:, :n_virtual]
+
+
+def compress_coils(kspace: torch.Tensor, n_virtual: int, coil_dim: int = -3) -> torch.Tensor:
+    """Compress the coils of ``kspace`` to ``n_virtual`` virtual coils with one matrix for all of it
+    (:func:`coil_compression_matrix`; pass a whole volume so that every slice gets the same virtual coils).
+
+    Args:
+        kspace: native complex, coils along ``coil_dim``, e.g. ``(S, C, H, W)`` complex64.
+        n_virtual: number of virtual coils, ``1 <= n_virtual <= C``.
+        coil_dim: the coil axis.
+
+    Returns:
+        ``kspace`` with ``n_virtual`` coils along ``coil_dim`` (largest energy first), in its dtype.
+    """
+    matrix = coil_compression_matrix(kspace, n_virtual, coil_dim).conj().T.to(kspace.dtype)  # (n, C)
+    moved = kspace.movedim(coil_dim, -1)  # (..., C)
+    return (moved @ matrix.T).movedim(-1, coil_dim)
 
 
 def sens_expand(x: torch.Tensor, sens_maps: torch.Tensor, coil_dim: int = 1) -> torch.Tensor:

@@ -114,3 +114,47 @@ def results_table(results: Mapping[str, LeaderboardResult], seconds_per_slice: M
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def robustness_figure(
+    entries: Sequence[tuple[str, int, float]], path: str | Path, title: str | None = None
+) -> Path:
+    """Horizontal bars of SSIM per condition, one colour per acceleration, the first condition's SSIM at each
+    acceleration (the organiser mask with all coils, for ``kspacelab robustness``) as a dotted reference line.
+
+    Args:
+        entries: ``(condition label, acceleration, SSIM)``, in the order the conditions are listed (top down).
+        path: the PNG to write (atomically).
+        title: figure title.
+    """
+    if not entries:
+        raise ValueError("robustness_figure needs at least one entry")
+    labels = list(dict.fromkeys(label for label, _, _ in entries))
+    accs = sorted({acc for _, acc, _ in entries})
+    score = {(label, acc): value for label, acc, value in entries}
+    height = 0.8 / len(accs)
+    fig, ax = plt.subplots(figsize=(6.4, 0.6 + 0.32 * len(labels) * max(1, len(accs) / 2)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    low = min(value for _, _, value in entries)
+    for k, acc in enumerate(accs):
+        colour = colours[k % len(colours)]
+        ys = [
+            i + (k - (len(accs) - 1) / 2) * height for i, label in enumerate(labels) if (label, acc) in score
+        ]
+        values = [score[(label, acc)] for label in labels if (label, acc) in score]
+        ax.barh(ys, values, height=height * 0.9, color=colour, label=f"acc{acc}")
+        reference = next((score[(label, acc)] for label in labels if (label, acc) in score), None)
+        if reference is not None:
+            ax.axvline(reference, color=colour, linestyle=":", linewidth=1)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(max(0.0, low - 0.1 * (1.0 - low) - 0.01), 1.0)
+    ax.set_xlabel(f"leaderboard SSIM (dotted: {labels[0]})", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(accs), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    _save(fig, out)
+    return out
