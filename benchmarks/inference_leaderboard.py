@@ -132,7 +132,7 @@ def main() -> None:
             name="snu_bench",
             brain_widths=(396,),
             brain_coils=(16,),
-            knee_widths=(372,),
+            knee_widths=(372, 372),
             brain_slices=(args.slices, args.slices),
             knee_slices=(args.slices, args.slices),
             train_volumes=1,

@@ -571,6 +571,10 @@ def reconstruct_with_model(
     model = loaded.model.to(device).eval()
     if options.compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()  # in place (once): the forward that reconstruct() calls is compiled
+    # a part torch.compile cannot compile (e.g. the numpy GRAPPA start of a VarNet) runs eagerly, with a warning
+    compiled_calls: contextlib.AbstractContextManager[object] = (
+        torch._dynamo.config.patch(suppress_errors=True) if options.compile else contextlib.nullcontext()
+    )
     transform = SliceTransform(loaded.input_spec, use_file_mask=True, inference=True)
     note_widened_crops(transform, volumes)
     out = Path(out)
@@ -598,7 +602,10 @@ def reconstruct_with_model(
             (group, vol), path = volumes[v], files[v]
             size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
             try:
-                images.append(predict_batch(model, batch.to(device), size, options.tta, options.precision))
+                with compiled_calls:
+                    images.append(
+                        predict_batch(model, batch.to(device), size, options.tta, options.precision)
+                    )
             except ValueError as err:  # e.g. a GRAPPA-start model on a mask without calibration block
                 raise DataFormatError(vol.kspace_path, f"the model failed: {err}") from err
             bar.update(len(indices))
