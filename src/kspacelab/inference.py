@@ -283,14 +283,8 @@ def reconstruct_dataset(
         raise KspacelabError(f"--workers and threads must be >= 1, got {workers} and {threads}")
 
     skipped: list[str] = []
-    check = calibration_check(method)
     # all inputs checked, and the output folder, before anything is written
-    if isinstance(data, list):
-        volumes = data
-        files = check_output_folder(out, volumes)
-    else:
-        volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
-        files = check_output_folder(out, volumes, data)
+    volumes, files = run_volumes(data, out, options, skipped, calibration_check(method))
     timing_path = check_timing_path(out) if outputs is None else None
 
     out = Path(out)
@@ -406,6 +400,23 @@ def validated_volumes(
     if not volumes:
         raise DataFormatError(data, f"no valid k-space file ({len(skipped or [])} skipped as bad)")
     return volumes
+
+
+def run_volumes(
+    data: str | Path | list[tuple[str, formats.Volume]],
+    out: str | Path,
+    options: ReconOptions,
+    skipped: list[str],
+    check: Callable[[formats.Volume], None] | None = None,
+) -> tuple[list[tuple[str, formats.Volume]], list[Path]]:
+    """The ``(group, volume)`` pairs of a run and their output files, the output folder checked
+    (:func:`check_output_folder`). ``data``: a folder, whose volumes are validated here (:func:`validated_volumes`
+    with ``check``; with ``options.skip_bad`` the bad ones are appended to ``skipped``), or a list validated
+    before (part of a larger run)."""
+    if isinstance(data, list):
+        return data, check_output_folder(out, data)
+    volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
+    return volumes, check_output_folder(out, volumes, data)
 
 
 def output_file(out: str | Path, group: str, volume: formats.Volume) -> Path:
@@ -560,12 +571,7 @@ def reconstruct_with_model(
     options = options or ReconOptions()
     clock = clock or options.clock()
     skipped: list[str] = []
-    if isinstance(data, list):
-        volumes = data
-        files = check_output_folder(out, volumes)
-    else:
-        volumes = validated_volumes(data, skipped if options.skip_bad else None)
-        files = check_output_folder(out, volumes, data)
+    volumes, files = run_volumes(data, out, options, skipped)
     timing_path = check_timing_path(out) if outputs is None else None
     device = options.torch_device()
     model = loaded.model.to(device).eval()

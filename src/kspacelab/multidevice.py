@@ -31,7 +31,12 @@ import torch.distributed as dist
 from kspacelab import formats
 from kspacelab.errors import KspacelabError
 from kspacelab.experts.manifest import read_bundle
-from kspacelab.experts.reconstruct import ROUTING_FILE, check_routing_path, write_routing
+from kspacelab.experts.reconstruct import (
+    ROUTING_FILE,
+    check_routing_path,
+    reconstruct_with_bundle,
+    write_routing,
+)
 from kspacelab.experts.routing import RoutingDecision
 from kspacelab.inference import (
     CLASSICAL_METHODS,
@@ -102,8 +107,6 @@ def _rank_main(
         if shard:
             local = dataclasses.replace(options, device=device, progress=options.progress and rank == 0)
             if bundle is not None:
-                from kspacelab.experts.reconstruct import reconstruct_with_bundle
-
                 _, decisions = reconstruct_with_bundle(
                     shard, out, bundle, local, time_budget, strict, outputs=outputs, clock=clock
                 )

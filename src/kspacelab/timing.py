@@ -61,15 +61,12 @@ class RunClock:
     def lap(self, group: str, slices: int) -> None:
         """Charge the wall time since the previous lap (the first: since :attr:`start`) to ``group``."""
         now = time.perf_counter()
-        previous = self.start if self._last is None else self._last
-        entry = self.groups.setdefault(group, GroupTime())
-        entry.volumes += 1
-        entry.slices += slices
-        entry.seconds += now - previous
+        self.add(group, 1, slices, now - (self.start if self._last is None else self._last))
         self._last = now
 
     def add(self, group: str, volumes: int, slices: int, seconds: float) -> None:
-        """Charge ``group`` with time measured elsewhere (another process's laps: ``reconstruct --devices``)."""
+        """Charge ``group`` with volumes, slices and seconds: a lap, or the laps of another process
+        (``reconstruct --devices``)."""
         entry = self.groups.setdefault(group, GroupTime())
         entry.volumes += volumes
         entry.slices += slices

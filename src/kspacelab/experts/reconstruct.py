@@ -20,9 +20,8 @@ from kspacelab.experts.routing import RoutingDecision, load_bundle, route_volume
 from kspacelab.inference import (
     ReconOptions,
     ReconstructionSummary,
-    check_output_folder,
     reconstruct_with_model,
-    validated_volumes,
+    run_volumes,
 )
 from kspacelab.timing import RunClock, check_timing_path, write_timing
 
@@ -63,12 +62,7 @@ def reconstruct_with_bundle(
         raise KspacelabError(f"--time-budget must be > 0 seconds, got {time_budget}")
     device = options.torch_device()
     skipped: list[str] = []
-    if isinstance(data, list):
-        volumes = data
-        check_output_folder(out, volumes)
-    else:
-        volumes = validated_volumes(data, skipped if options.skip_bad else None)
-        check_output_folder(out, volumes, data)
+    volumes, _ = run_volumes(data, out, options, skipped)
     out = Path(out)
     whole_run = outputs is None
     if whole_run:
