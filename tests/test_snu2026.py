@@ -293,7 +293,7 @@ def annotated_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_training_samples_carry_the_files_boxes(annotated_root: Path) -> None:
-    from kspacelab.data.dataset import SnuDataModule
+    from kspacelab.data.dataset import SliceDataset, SnuDataModule
 
     dm = SnuDataModule(str(annotated_root))
     dm.setup("fit")
@@ -308,6 +308,9 @@ def test_training_samples_carry_the_files_boxes(annotated_root: Path) -> None:
         assert rows == [pytest.approx((b.x, b.y, b.width, b.height)) for b in expected]
         seen += len(rows)
     assert seen > 0  # the knee-class volumes have boxes
+    # a dataset for inference does not read the annotations: every slice carries the zero boxes
+    plain = SliceDataset([info.volume for info in dm.val_dataset.volumes], dm.val_dataset.transform)
+    assert all(not plain[i].boxes.any() for i in range(len(plain)))
 
 
 def test_validation_logs_both_2026_scores_and_the_loss_trains(annotated_root: Path, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _nyu_anatomy(name: str, acquisition: str | None) -> str:
     return ""
 
 
-def _snu_info(volume: formats.Volume) -> _VolumeInfo:
+def _snu_info(volume: formats.Volume, lesion_boxes: bool = False) -> _VolumeInfo:
     slices, coils, height, width = formats.kspace_shape(volume.kspace_path)
     target_shape: tuple[int, int] | None = None
     attrs: dict[str, Any] = {}
@@ -76,7 +76,8 @@ def _snu_info(volume: formats.Volume) -> _VolumeInfo:
         first = formats.read_image_slice(volume.image_path, 0)
         target_shape = (int(first.shape[0]), int(first.shape[1]))
         attrs["max"] = formats.read_image_attrs(volume.image_path)["max"]
-        attrs["boxes"] = _slice_boxes(volume.image_path)
+        if lesion_boxes:
+            attrs["boxes"] = _slice_boxes(volume.image_path)
     return _VolumeInfo(volume, "snu", slices, (coils, height, width), target_shape, attrs)
 
 
@@ -140,6 +141,7 @@ class SliceDataset(Dataset[ReconSample]):
         layout: Layout = "snu",
         mask_accelerations: Sequence[int] | None = None,
         volume_max_area: bool = False,
+        lesion_boxes: bool = False,
     ) -> None:
         """Args:
         volumes: SNU volumes (:func:`kspacelab.formats.discover_folder`), or NYU files wrapped as
@@ -153,6 +155,8 @@ class SliceDataset(Dataset[ReconSample]):
             volume and worker, then cached), for the area-weighted loss.
         mask_accelerations: list every slice once per acceleration given (e.g. ``[4, 8]``: each slice is
             trained with an acc4 and an acc8 mask every epoch); None: once, with its own mask.
+        lesion_boxes: fill ``boxes`` with the image files' lesion boxes (the 2026 annotations, read and
+            validated here; training and validation); False: zeros (inference never reads annotations).
 
         Slice counts, shapes and ``max`` are read once here; no file stays open.
         """
@@ -163,8 +167,10 @@ class SliceDataset(Dataset[ReconSample]):
         self.extra_keys = transform.input_spec.extra_images
         self._keys: dict[Path, set[str]] = {}
         self.layout: Layout = layout
-        reader = _snu_info if layout == "snu" else _nyu_info
-        self.volumes: list[_VolumeInfo] = [reader(v) for v in _sample_volumes(volumes, sample_rate, seed)]
+        self.volumes: list[_VolumeInfo] = [
+            _snu_info(v, lesion_boxes) if layout == "snu" else _nyu_info(v)
+            for v in _sample_volumes(volumes, sample_rate, seed)
+        ]
         self.volume_max_area = volume_max_area
         self._max_area: dict[int, float] = {}
         self.mask_accelerations = [int(a) for a in mask_accelerations] if mask_accelerations else None
@@ -635,7 +641,7 @@ class SnuDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate"):
             val_volumes = self._volumes(self.val_split)
             self.val_dataset = SliceDataset(
-                val_volumes, self._transform(train=False), self.sample_rate, self.seed
+                val_volumes, self._transform(train=False), self.sample_rate, self.seed, lesion_boxes=True
             )
         if stage in (None, "fit"):
             train_volumes = self._volumes(self.train_split)
@@ -648,6 +654,7 @@ class SnuDataModule(pl.LightningDataModule):
                 self.seed,
                 mask_accelerations=list(challenge.ACCELERATIONS) if self.both_accelerations else None,
                 volume_max_area=True,
+                lesion_boxes=True,
             )
 
     def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[ReconSample]:
