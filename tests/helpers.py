@@ -96,3 +96,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def many_volumes(tiny_root: Path, folder: Path, count: int) -> Path:
+    """A folder ``folder/kspace`` of ``count`` links to one tiny leaderboard file (a run long enough to be
+    interrupted); returns ``folder``."""
+    source = tiny_root / "leaderboard" / "acc4" / "kspace" / "brain_test1.h5"
+    (folder / "kspace").mkdir(parents=True)
+    for i in range(1, count + 1):
+        (folder / "kspace" / f"brain_test{i}.h5").symlink_to(source)
+    return folder

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import alive, descendants, tiny_varnet_checkpoint
+from helpers import alive, descendants, many_volumes, tiny_varnet_checkpoint
 from kspacelab import formats
 from kspacelab.cli import main
 from kspacelab.inference import validated_volumes
@@ -89,11 +89,7 @@ def test_bad_device_options_are_refused_before_anything_runs(
 def test_kill_9_leaves_no_files_and_no_device_processes(tiny_root: Path, tmp_path: Path) -> None:
     if not Path("/proc/self/stat").exists():
         pytest.skip("needs /proc")
-    source = tiny_root / "leaderboard" / "acc4" / "kspace" / "brain_test1.h5"
-    data = tmp_path / "many"
-    (data / "kspace").mkdir(parents=True)
-    for i in range(1, 201):
-        (data / "kspace" / f"brain_test{i}.h5").symlink_to(source)
+    data = many_volumes(tiny_root, tmp_path / "many", 200)
     out = tmp_path / "rec"
     argv = ["reconstruct", "--data", str(data), "--out", str(out), "--method", "grappa", "--devices", "2"]
     proc = subprocess.Popen(

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import kspacelab.data.synthetic as synthetic
-from helpers import TINY, TINY_VARNET, alive, descendants, tiny_varnet_checkpoint
+from helpers import TINY, TINY_VARNET, alive, descendants, many_volumes, tiny_varnet_checkpoint
 from kspacelab import formats, physics
 from kspacelab.cli import main
 from kspacelab.data.transforms import SliceTransform
@@ -514,11 +514,7 @@ def _start_long_run(tiny_root: Path, tmp_path: Path) -> tuple[subprocess.Popen[b
     returns once the workers and the resource tracker are running."""
     if not Path("/proc/self/stat").exists():
         pytest.skip("needs /proc")
-    source = tiny_root / "leaderboard" / "acc4" / "kspace" / "brain_test1.h5"
-    data = tmp_path / "many"
-    (data / "kspace").mkdir(parents=True)
-    for i in range(1, 301):
-        (data / "kspace" / f"brain_test{i}.h5").symlink_to(source)
+    data = many_volumes(tiny_root, tmp_path / "many", 300)
     out = tmp_path / "rec"
     argv = ["reconstruct", "--data", str(data), "--out", str(out), "--method", "grappa", "--workers", "2"]
     proc = subprocess.Popen(
