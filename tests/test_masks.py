@@ -539,3 +539,22 @@ def test_bad_masks_for_detection() -> None:
         estimate_acceleration(snu_mask(396, 4), supported=())
     with pytest.raises(ValueError, match="1-D"):
         follows_organiser_rule(np.ones((2, 396)))
+
+
+@pytest.mark.parametrize("acceleration", [4, 8, 16, 32])
+def test_single_coil_mask_of_one_acceleration_seeded_from_the_file_name_equals_fastmri(
+    acceleration: int,
+) -> None:
+    fs = pytest.importorskip("fastmri.data.subsample")
+    fraction = SINGLE_COIL_EXTREME[acceleration]
+    reference = fs.create_mask_for_mask_type("random", [fraction], [acceleration])
+    ours = masks.single_coil_mask_func(acceleration)
+    for name in ("file1000001.h5", "file1001458.h5", "knee_singlecoil_3.h5"):
+        seed = masks.fname_seed(name)
+        assert seed == tuple(map(ord, name))
+        for width in (368, 372, 96):
+            mask, n_low = ours((640, width, 2), seed=seed)
+            _assert_same((mask, n_low), reference((640, width, 2), seed=seed), (name, width))
+            assert n_low == round(width * fraction)
+    with pytest.raises(ValueError, match="4, 8, 16, 32"):
+        masks.single_coil_mask_func(6)

@@ -529,6 +529,26 @@ def create_mask_for_mask_type(
     raise ValueError(f"unknown mask kind {kind!r}; valid kinds: {', '.join(MASK_KINDS)}")
 
 
+def fname_seed(fname: str) -> tuple[int, ...]:
+    """fastMRI's mask seed of a file: ``tuple(map(ord, fname))`` (its validation masks), so that a mask function
+    called with ``seed=fname_seed(name)`` gives the mask fastMRI gives that file."""
+    return tuple(map(ord, fname))
+
+
+def single_coil_mask_func(acceleration: int, seed: Seed = None) -> RandomMaskFunc:
+    """fastMRI random mask of one single-coil acceleration (4, 8, 16 or 32) with its centre fraction
+    (0.08, 0.04, 0.02, 0.01): ``create_mask_for_mask_type("random", [cf], [acceleration])``.
+
+    Raises:
+        ValueError: an acceleration outside 4/8/16/32.
+    """
+    if acceleration not in SINGLE_COIL_EXTREME:
+        raise ValueError(
+            f"single-coil acceleration must be one of {sorted(SINGLE_COIL_EXTREME)}, got {acceleration!r}"
+        )
+    return RandomMaskFunc([SINGLE_COIL_EXTREME[acceleration]], [acceleration], seed=seed)
+
+
 def single_coil_extreme_mask_func(seed: Seed = None) -> RandomMaskFunc:
     """fastMRI random masks for extreme single-coil undersampling: centre fractions 0.08/0.04/0.02/0.01
     paired with accelerations 4/8/16/32.

@@ -169,7 +169,7 @@ class SliceTransform:
             raise ValueError(f"{fname}: the file has no mask and no mask_func was given")
         seed: Any = None
         if self.seed_from_fname:
-            seed = tuple(map(ord, fname))
+            seed = masks.fname_seed(fname)
         elif self.mask_seed is not None:
             seed = stable_seed(self.mask_seed, self.epoch, fname, slice_num)
         drawn, _ = self.mask_func(shape, seed=seed)
