@@ -54,7 +54,7 @@ __all__ = [
     "warmup_cosine_lr",
 ]
 
-OptimizerName = Literal["adamw", "adam", "nadam", "deepspeed_cpu_adamw"]
+OptimizerName = Literal["adamw", "adam", "nadam", "rmsprop", "deepspeed_cpu_adamw"]
 SchedulerName = Literal["none", "cosine", "step", "exponential", "linear_constant_step"]
 RegularizerName = Literal["l1", "l2"]
 ScheduleInterval = Literal["step", "epoch"]
@@ -82,6 +82,7 @@ _OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
     "adam": torch.optim.Adam,
     "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop,  # fastMRI's U-Net recipe
     "deepspeed_cpu_adamw": _deepspeed_cpu_adamw,
 }
 _SCHEDULERS = ("none", "cosine", "step", "exponential", "linear_constant_step")
@@ -212,7 +213,7 @@ class ReconModule(L.LightningModule):
             ``"snu2026"`` (``1 - (SSIM_full + SSIM_bbox) / 2`` of the 2026 challenge,
             :func:`~kspacelab.metrics.snu2026_loss`, boxes from the image files' annotations; not with MRAugment,
             which moves the anatomy away from the boxes, nor with ``area_weighted_loss`` or ``background_weight``).
-        optimizer: ``"adamw"``, ``"adam"``, ``"nadam"`` or ``"deepspeed_cpu_adamw"`` (DeepSpeed's CPU AdamW, for
+        optimizer: ``"adamw"``, ``"adam"``, ``"nadam"``, ``"rmsprop"`` or ``"deepspeed_cpu_adamw"`` (DeepSpeed's CPU AdamW, for
             ZeRO with the optimiser offloaded to the CPU; needs the ``deepspeed`` extra).
         lr: peak learning rate.
         weight_decay: weight decay of the optimiser (decoupled for AdamW).

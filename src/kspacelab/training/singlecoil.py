@@ -1,0 +1,335 @@
+"""Lightning modules of the single-coil models: the baselines (``task: singlecoil``) and the generative texture
+model (``task: generative``).
+
+* :class:`SingleCoilModule` trains a single-coil model (fastMRI's U-Net on the zero-filled magnitude, the
+  single-coil E2E-VarNet) with an L1 or SSIM loss relative to the volume's maximum. Validation reconstructs every
+  validation slice once per acceleration (the data module's masks, seeded from the file name) and logs, per
+  acceleration ``xN``, fastMRI's volume metrics ``val/nmse_xN``, ``val/psnr_xN``, ``val/ssim_xN`` (means over
+  volumes, data range = the target volume's maximum), the hallucination index ``val/hallucination_xN``
+  (:func:`kspacelab.metrics.hallucination_index`), and ``val/ssim``: the mean of the per-acceleration SSIMs, which
+  selects the best checkpoint.
+* :class:`GenerativeModule` trains the generative texture model (:class:`kspacelab.models.StylishNet`) against a
+  PatchGAN discriminator with two optimisers and manual optimisation: per batch one discriminator step (real
+  targets against detached generator outputs) and one generator step on
+  ``l1_weight L1 + kl_weight KL + texture_weight texture-L1 + gan_weight non-saturating GAN``. Lightning counts
+  every optimiser step, so ``trainer.global_step`` (and ``max_steps``) advances by two per batch. The
+  discriminator's weights and both optimisers' states are part of every checkpoint, so a run resumes exactly
+  (:mod:`kspacelab.training.resume`); inference loads the generator only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from kspacelab import metrics
+from kspacelab.errors import KspacelabError
+from kspacelab.models import MODEL_REGISTRY, build_model
+from kspacelab.models.base import InputSpec, ReconSample
+from kspacelab.models.stylish import (
+    PatchDiscriminator,
+    discriminator_loss,
+    generator_gan_loss,
+    kl_divergence,
+    texture_l1,
+)
+from kspacelab.training.module import (
+    MONITOR,
+    OptimizerName,
+    ScheduleInterval,
+    SchedulerName,
+    configure_optimization,
+)
+
+__all__ = ["GenerativeModule", "SingleCoilModule", "acc_label"]
+
+SingleCoilLoss = Literal["l1", "ssim"]
+
+#: One validation slice: (file name, acceleration, slice index, output (h, w), target (h, w)), float32 arrays.
+_Record = tuple[str, int, int, np.ndarray, np.ndarray]
+
+
+def acc_label(acceleration: int) -> str:
+    """The name of an acceleration in logs and tables: ``x4``, ``x8``, ``x16``, ``x32``."""
+    return f"x{int(acceleration)}"
+
+
+def _data_range(batch: ReconSample) -> torch.Tensor:
+    """``(B,)`` volume maximum of the target (file attr ``max``), else the slice target's maximum, never 0."""
+    target = batch.target.detach()
+    given = torch.as_tensor(batch.max_value, dtype=torch.float32, device=target.device).reshape(-1)
+    own = target.flatten(1).amax(dim=1).float()
+    return torch.where(given > 0, given, own).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def volume_scores(records: Sequence[_Record]) -> dict[int, dict[str, float]]:
+    """fastMRI's volume metrics of validation records, averaged over volumes per acceleration.
+
+    Slices are grouped into volumes by ``(file, acceleration)`` and ordered by slice index; each volume is scored
+    with :func:`kspacelab.metrics.nmse`, :func:`~kspacelab.metrics.psnr`, :func:`~kspacelab.metrics.ssim` (data range
+    = the target volume's maximum, fastMRI's evaluate semantics) and
+    :func:`~kspacelab.metrics.hallucination_index`. Returns ``{acceleration: {"nmse", "psnr", "ssim",
+    "hallucination", "volumes"}}``.
+    """
+    volumes: dict[tuple[str, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    for fname, acc, slice_num, output, target in records:
+        volumes.setdefault((fname, acc), {})[slice_num] = (output, target)
+    per_acc: dict[int, dict[str, list[float]]] = {}
+    for (_, acc), slices in sorted(volumes.items()):
+        order = sorted(slices)
+        recon = np.stack([slices[s][0] for s in order]).astype(np.float64)
+        target = np.stack([slices[s][1] for s in order]).astype(np.float64)
+        scores = per_acc.setdefault(acc, {"nmse": [], "psnr": [], "ssim": [], "hallucination": []})
+        scores["nmse"].append(metrics.nmse(target, recon))
+        scores["psnr"].append(metrics.psnr(target, recon))
+        scores["ssim"].append(metrics.ssim(target, recon))
+        scores["hallucination"].append(metrics.hallucination_index(recon, target))
+    return {
+        acc: {**{name: math.fsum(v) / len(v) for name, v in values.items()}, "volumes": len(values["ssim"])}
+        for acc, values in per_acc.items()
+    }
+
+
+class SingleCoilModule(L.LightningModule):
+    """A single-coil reconstruction model (``task: singlecoil``) trained on NYU single-coil data.
+
+    Batches are collated :class:`~kspacelab.models.base.ReconSample` of
+    :class:`~kspacelab.data.singlecoil.SingleCoilDataModule`: ``masked_kspace (B, 1, H, W, 2)``, ``target (B, h,
+    w)``, ``max_value (B,)``, ``acceleration (B,)`` (the exact acceleration of the mask).
+    """
+
+    monitor = MONITOR
+
+    #: the registry task whose models this module trains
+    task = "singlecoil"
+
+    def __init__(
+        self,
+        model_name: str = "singlecoil_unet",
+        model_kwargs: dict[str, Any] | None = None,
+        loss: SingleCoilLoss = "l1",
+        optimizer: OptimizerName = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        scheduler: SchedulerName = "step",
+        warmup_epochs: float = 0.0,
+        min_lr: float = 0.0,
+        step_size: int = 40,
+        gamma: float = 0.1,
+        constant_epochs: float = 0.0,
+        schedule_epochs: float | None = None,
+        step_start_epoch: int = 0,
+        warmup_start_factor: float | None = None,
+        schedule_interval: ScheduleInterval = "step",
+    ) -> None:
+        """Args:
+        model_name: a registered model of the ``singlecoil`` task (``singlecoil_unet``, ``singlecoil_varnet``).
+        model_kwargs: its constructor arguments (a misspelt key fails with the allowed ones).
+        loss: ``"l1"``: ``mean(|output - target|) / max_value`` per slice (fastMRI's U-Net trains with L1);
+            ``"ssim"``: ``1 - SSIM`` (7x7 window, data range = the volume's maximum; fastMRI's VarNet loss).
+        optimizer, lr, weight_decay, scheduler, warmup_epochs, min_lr, step_size, gamma, constant_epochs,
+            schedule_epochs, step_start_epoch, warmup_start_factor, schedule_interval: as for
+            :class:`~kspacelab.training.module.ReconModule` (defaults: fastMRI's U-Net recipe, step decay x0.1
+            every 40 epochs, with Adam instead of RMSprop).
+        """
+        super().__init__()
+        if loss not in ("l1", "ssim"):
+            raise KspacelabError(f"model.loss: unknown loss {loss!r}; choose l1 or ssim")
+        if not lr > 0 or weight_decay < 0:
+            raise KspacelabError(f"model.lr must be positive and weight_decay >= 0, got {lr}, {weight_decay}")
+        self.save_hyperparameters()
+        self.model = self._build(model_name, model_kwargs)
+        spec = getattr(self.model, "input_spec", None)
+        self.input_spec: InputSpec = spec() if callable(spec) else InputSpec(multicoil=False)
+        self._val_records: list[_Record] = []
+
+    def _build(self, model_name: str, model_kwargs: dict[str, Any] | None) -> torch.nn.Module:
+        """The registered model ``model_name`` of this module's task (one-line error otherwise)."""
+        allowed = sorted(n for n, e in MODEL_REGISTRY.items() if e.task == self.task)
+        if model_name not in allowed:
+            raise KspacelabError(
+                f"model.model_name: {model_name!r} is not a model of the {self.task!r} task; choose from {allowed}"
+            )
+        try:
+            return build_model(model_name, **dict(model_kwargs or {}))
+        except (TypeError, ValueError) as err:
+            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+
+    def forward(self, batch: ReconSample) -> torch.Tensor:
+        """Reconstruction ``(B, h, w)`` of a batch at the size of ``batch.target``."""
+        h, w = batch.target.shape[-2:]
+        image: torch.Tensor = self.model.reconstruct(batch, (int(h), int(w)))  # type: ignore[operator]
+        return image
+
+    def compute_loss(self, output: torch.Tensor, batch: ReconSample) -> torch.Tensor:
+        """The training loss of a batch (``loss``), scale-free: images divided by the volume's maximum."""
+        scale = _data_range(batch)[:, None, None]
+        output, target = output.float() / scale, batch.target.float() / scale
+        if self.hparams["loss"] == "l1":
+            return (output - target).abs().mean()
+        return 1.0 - metrics.ssim_per_slice(output, target, 1.0).mean()
+
+    def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss; logs ``train/loss``."""
+        output = self(batch)
+        loss = self.compute_loss(output, batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
+        return loss
+
+    # -- validation -------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_records = []
+
+    def validation_step(self, batch: ReconSample, batch_idx: int) -> None:
+        """Keep every slice's output and target for the volume metrics at the epoch end."""
+        output = self(batch).detach().float().cpu().numpy()
+        target = batch.target.detach().float().cpu().numpy()
+        accelerations = torch.as_tensor(batch.acceleration).reshape(-1).tolist()
+        slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
+        for i, (fname, acc, slice_num) in enumerate(zip(batch.fname, accelerations, slices, strict=True)):
+            self._val_records.append((str(fname), int(acc), int(slice_num), output[i], target[i]))
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the volume metrics per acceleration and ``val/ssim`` (all ranks' slices pooled)."""
+        records = self._val_records
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[list[_Record] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, records)
+            records = [r for part in gathered for r in (part or [])]
+        self._val_records = []
+        if not records:
+            return
+        scores = volume_scores(records)
+        for acc, values in sorted(scores.items()):
+            for name in ("nmse", "psnr", "ssim", "hallucination"):
+                self.log(f"val/{name}_{acc_label(acc)}", values[name], sync_dist=True)
+        mean_ssim = math.fsum(v["ssim"] for v in scores.values()) / len(scores)
+        self.log(MONITOR, mean_ssim, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        """The optimiser and scheduler of the hyper-parameters (:func:`configure_optimization`)."""
+        return configure_optimization(self)
+
+
+class GenerativeModule(SingleCoilModule):
+    """The generative texture model (``task: generative``) against a PatchGAN discriminator.
+
+    Manual optimisation, per batch: the discriminator step (``discriminator_loss`` of real targets and detached
+    outputs, in the generator's normalised units), then the generator step. Validation and the best checkpoint as
+    :class:`SingleCoilModule`.
+    """
+
+    task = "generative"
+
+    def __init__(
+        self,
+        model_name: str = "stylish",
+        model_kwargs: dict[str, Any] | None = None,
+        discriminator_kwargs: dict[str, Any] | None = None,
+        l1_weight: float = 1.0,
+        kl_weight: float = 0.01,
+        texture_weight: float = 1.0,
+        gan_weight: float = 0.01,
+        lr: float = 2e-4,
+        discriminator_lr: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.999),
+        gradient_clip: float | None = None,
+    ) -> None:
+        """Args:
+        model_name: a registered model of the ``generative`` task (``stylish``).
+        model_kwargs: its constructor arguments.
+        discriminator_kwargs: arguments of :class:`~kspacelab.models.stylish.PatchDiscriminator` (``in_chans``,
+            ``chans``, ``num_layers``).
+        l1_weight, kl_weight, texture_weight, gan_weight: weights of the generator's loss terms: L1 to the target,
+            KL of the texture posterior to N(0, I), L1 between texture features of output and target,
+            non-saturating GAN loss.
+        lr: Adam learning rate of the generator (and texture encoder).
+        discriminator_lr: Adam learning rate of the discriminator (default ``lr``).
+        betas: Adam betas of both optimisers (GAN practice: 0.5, 0.999).
+        gradient_clip: clip each network's gradient norm to this before its step (None: no clipping); set it here,
+            not as ``trainer.gradient_clip_val``, which Lightning refuses with manual optimisation.
+        """
+        for name, value in (
+            ("l1_weight", l1_weight),
+            ("kl_weight", kl_weight),
+            ("texture_weight", texture_weight),
+            ("gan_weight", gan_weight),
+        ):
+            if value < 0:
+                raise KspacelabError(f"model.{name} must be >= 0, got {value}")
+        if not lr > 0 or (discriminator_lr is not None and not discriminator_lr > 0):
+            raise KspacelabError(f"model.lr and model.discriminator_lr must be positive, got {lr}, {discriminator_lr}")
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise KspacelabError(f"model.betas must be two numbers in [0, 1), got {betas}")
+        if gradient_clip is not None and not gradient_clip > 0:
+            raise KspacelabError(f"model.gradient_clip must be positive (or null), got {gradient_clip}")
+        super().__init__(model_name, model_kwargs, loss="l1", lr=lr)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        try:
+            self.discriminator = PatchDiscriminator(**dict(discriminator_kwargs or {}))
+        except TypeError as err:
+            raise KspacelabError(f"model.discriminator_kwargs: {err}") from None
+
+    def generator_losses(self, batch: ReconSample) -> dict[str, torch.Tensor]:
+        """The generator's output on a batch (``output``, ``real``: normalised units, detached) and its loss terms
+        without the GAN term (``l1``, ``kl``, ``texture``), which needs the discriminator after its step."""
+        h, w = batch.target.shape[-2:]
+        out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
+        return {
+            "fake": out.normalised,
+            "output": out.normalised.detach(),
+            "real": out.target_normalised.detach(),
+            "l1": (out.normalised - out.target_normalised).abs().mean(),
+            "kl": kl_divergence(out.mu, out.logvar),
+            "texture": texture_l1(self.model, out.normalised, out.target_normalised),
+        }
+
+    def _step(self, optimizer: Any, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        clip = self.hparams.get("gradient_clip")
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
+        optimizer.step()
+
+    def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
+        """Discriminator step on the detached output, then the generator step against the updated discriminator;
+        logs every term (``train/d_loss``, ``train/g_loss``, ``train/l1``, ``train/kl``, ``train/texture``,
+        ``train/gan``)."""
+        g_opt, d_opt = self.optimizers()  # type: ignore[misc]
+        terms = self.generator_losses(batch)
+        d_loss = discriminator_loss(self.discriminator(terms["real"]), self.discriminator(terms["output"]))
+        self._step(d_opt, d_loss, self.discriminator)
+        self.toggle_optimizer(g_opt)  # the discriminator's weights need no gradients in the generator step
+        terms["gan"] = generator_gan_loss(self.discriminator(terms["fake"]))
+        hp = self.hparams
+        total = (
+            hp["l1_weight"] * terms["l1"]
+            + hp["kl_weight"] * terms["kl"]
+            + hp["texture_weight"] * terms["texture"]
+            + hp["gan_weight"] * terms["gan"]
+        )
+        self._step(g_opt, total, self.model)
+        self.untoggle_optimizer(g_opt)
+        size = batch.target.shape[0]
+        self.log("train/g_loss", total.detach(), prog_bar=True, batch_size=size)
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True, batch_size=size)
+        for name in ("l1", "kl", "texture", "gan"):
+            self.log(f"train/{name}", terms[name].detach(), batch_size=size)
+        return total.detach()
+
+    def configure_optimizers(self) -> Any:
+        """Adam for the generator (with its texture encoder) and Adam for the discriminator."""
+        hp = self.hparams
+        betas = (float(hp["betas"][0]), float(hp["betas"][1]))
+        generator = torch.optim.Adam(self.model.parameters(), lr=float(hp["lr"]), betas=betas)
+        d_lr = float(hp["discriminator_lr"] if hp["discriminator_lr"] is not None else hp["lr"])
+        discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas)
+        return [generator, discriminator]
