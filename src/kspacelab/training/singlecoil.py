@@ -11,7 +11,7 @@ model (``task: generative``).
 * :class:`GenerativeModule` trains the generative texture model (:class:`kspacelab.models.StylishNet`) against a
   PatchGAN discriminator with two optimisers and manual optimisation: per batch one discriminator step (real
   targets against detached generator outputs) and one generator step on
-  ``l1_weight L1 + kl_weight KL + texture_weight texture-L1 + gan_weight non-saturating GAN``. Lightning counts
+  ``L1 + kl_weight KL + texture_weight texture-L1 + gan_weight non-saturating GAN``. Lightning counts
   every optimiser step, so ``trainer.global_step`` (and ``max_steps``) advances by two per batch. The
   discriminator's weights and both optimisers' states are part of every checkpoint, so a run resumes exactly
   (:mod:`kspacelab.training.resume`); inference loads the generator only.
@@ -35,9 +35,7 @@ from kspacelab.models.base import InputSpec, ReconSample
 from kspacelab.models.stylish import (
     PatchDiscriminator,
     discriminator_loss,
-    generator_gan_loss,
-    kl_divergence,
-    texture_l1,
+    generator_losses,
 )
 from kspacelab.training.module import (
     MONITOR,
@@ -232,7 +230,6 @@ class GenerativeModule(SingleCoilModule):
         model_name: str = "stylish",
         model_kwargs: dict[str, Any] | None = None,
         discriminator_kwargs: dict[str, Any] | None = None,
-        l1_weight: float = 1.0,
         kl_weight: float = 0.01,
         texture_weight: float = 1.0,
         gan_weight: float = 0.01,
@@ -246,9 +243,9 @@ class GenerativeModule(SingleCoilModule):
         model_kwargs: its constructor arguments.
         discriminator_kwargs: arguments of :class:`~kspacelab.models.stylish.PatchDiscriminator` (``in_chans``,
             ``chans``, ``num_layers``).
-        l1_weight, kl_weight, texture_weight, gan_weight: weights of the generator's loss terms: L1 to the target,
-            KL of the texture posterior to N(0, I), L1 between texture features of output and target,
-            non-saturating GAN loss.
+        kl_weight, texture_weight, gan_weight: weights of the generator's loss terms besides the L1 to the target
+            (weight 1): KL of the texture posterior to N(0, I), L1 between texture statistics of output and target,
+            non-saturating GAN loss (:func:`kspacelab.models.stylish.generator_losses`).
         lr: Adam learning rate of the generator (and texture encoder).
         discriminator_lr: Adam learning rate of the discriminator (default ``lr``).
         betas: Adam betas of both optimisers (GAN practice: 0.5, 0.999).
@@ -256,7 +253,6 @@ class GenerativeModule(SingleCoilModule):
             not as ``trainer.gradient_clip_val``, which Lightning refuses with manual optimisation.
         """
         for name, value in (
-            ("l1_weight", l1_weight),
             ("kl_weight", kl_weight),
             ("texture_weight", texture_weight),
             ("gan_weight", gan_weight),
@@ -277,20 +273,6 @@ class GenerativeModule(SingleCoilModule):
         except TypeError as err:
             raise KspacelabError(f"model.discriminator_kwargs: {err}") from None
 
-    def generator_losses(self, batch: ReconSample) -> dict[str, torch.Tensor]:
-        """The generator's output on a batch (``output``, ``real``: normalised units, detached) and its loss terms
-        without the GAN term (``l1``, ``kl``, ``texture``), which needs the discriminator after its step."""
-        h, w = batch.target.shape[-2:]
-        out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
-        return {
-            "fake": out.normalised,
-            "output": out.normalised.detach(),
-            "real": out.target_normalised.detach(),
-            "l1": (out.normalised - out.target_normalised).abs().mean(),
-            "kl": kl_divergence(out.mu, out.logvar),
-            "texture": texture_l1(self.model, out.normalised, out.target_normalised),
-        }
-
     def _step(self, optimizer: Any, loss: torch.Tensor, module: torch.nn.Module) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -301,29 +283,32 @@ class GenerativeModule(SingleCoilModule):
 
     def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
         """Discriminator step on the detached output, then the generator step against the updated discriminator;
-        logs every term (``train/d_loss``, ``train/g_loss``, ``train/l1``, ``train/kl``, ``train/texture``,
-        ``train/gan``)."""
+        logs ``train/d_loss``, ``train/g_loss`` and the generator's terms ``train/l1``, ``train/kl``,
+        ``train/texture``, ``train/gan``."""
         g_opt, d_opt = self.optimizers()  # type: ignore[misc]
-        terms = self.generator_losses(batch)
-        d_loss = discriminator_loss(self.discriminator(terms["real"]), self.discriminator(terms["output"]))
+        h, w = batch.target.shape[-2:]
+        out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
+        real, fake = out.target_normalised.detach(), out.normalised.detach()
+        d_loss = discriminator_loss(self.discriminator(real), self.discriminator(fake))
         self._step(d_opt, d_loss, self.discriminator)
         self.toggle_optimizer(g_opt)  # the discriminator's weights need no gradients in the generator step
-        terms["gan"] = generator_gan_loss(self.discriminator(terms["fake"]))
         hp = self.hparams
-        total = (
-            hp["l1_weight"] * terms["l1"]
-            + hp["kl_weight"] * terms["kl"]
-            + hp["texture_weight"] * terms["texture"]
-            + hp["gan_weight"] * terms["gan"]
+        terms = generator_losses(
+            self.model,  # type: ignore[arg-type]
+            out,
+            self.discriminator(out.normalised),
+            kl_weight=float(hp["kl_weight"]),
+            texture_weight=float(hp["texture_weight"]),
+            gan_weight=float(hp["gan_weight"]),
         )
-        self._step(g_opt, total, self.model)
+        self._step(g_opt, terms["total"], self.model)
         self.untoggle_optimizer(g_opt)
         size = batch.target.shape[0]
-        self.log("train/g_loss", total.detach(), prog_bar=True, batch_size=size)
+        self.log("train/g_loss", terms["total"].detach(), prog_bar=True, batch_size=size)
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, batch_size=size)
         for name in ("l1", "kl", "texture", "gan"):
             self.log(f"train/{name}", terms[name].detach(), batch_size=size)
-        return total.detach()
+        return terms["total"].detach()
 
     def configure_optimizers(self) -> Any:
         """Adam for the generator (with its texture encoder) and Adam for the discriminator."""
