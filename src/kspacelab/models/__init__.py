@@ -18,6 +18,7 @@ from kspacelab.models.promptmr import PromptMR
 from kspacelab.models.rcan import RCAN
 from kspacelab.models.refined import RefinedModel
 from kspacelab.models.registry import MODEL_REGISTRY, ModelEntry, Task, build_model, model_entry, register
+from kspacelab.models.singlecoil import SingleCoilUnet, SingleCoilVarNet
 from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
@@ -36,6 +37,8 @@ __all__ = [
     "ReconSample",
     "RefinedModel",
     "SensitivityModel",
+    "SingleCoilUnet",
+    "SingleCoilVarNet",
     "Task",
     "Unet",
     "VarNet",
