@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import SC_CROP, SC_SHAPE, single_coil_batch
 from kspacelab import physics
-from kspacelab.masks import fname_seed, single_coil_mask_func
 from kspacelab.models import VarNet
 from kspacelab.models.base import ReconSample
 from kspacelab.models.singlecoil import SingleCoilUnet, SingleCoilVarNet, intensity_stats
@@ -16,40 +16,8 @@ from kspacelab.models.singlecoil import SingleCoilUnet, SingleCoilVarNet, intens
 fastmri_models = pytest.importorskip("fastmri.models")
 fastmri_transforms = pytest.importorskip("fastmri.data.transforms")
 
-H, W = 48, 40
-CROP = (32, 32)
-
-
-def _image(seed: int = 0) -> torch.Tensor:
-    """A smooth positive object with some texture, complex ``(H, W)`` (a phase ramp)."""
-    g = torch.Generator().manual_seed(seed)
-    y, x = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
-    body = ((x / 0.7) ** 2 + (y / 0.8) ** 2 < 1).float() * (1 + 0.3 * torch.rand(H, W, generator=g))
-    return body * torch.polar(torch.ones(H, W), 0.5 * x + 0.2 * y)
-
-
-def _sample(batch: int = 2, acceleration: int = 4, max_value: float = 0.0) -> ReconSample:
-    """A collated single-coil batch: ``masked_kspace (B, 1, H, W, 2)``, mask ``(B, 1, 1, W, 1)``, target."""
-    kspaces, masks, targets = [], [], []
-    for i in range(batch):
-        image = _image(i) * 1e-4  # raw NYU-like scale
-        mask, _ = single_coil_mask_func(acceleration)((1, H, W, 2), seed=fname_seed(f"file{i}.h5"))
-        kspace = physics.fft2c(image)
-        kspaces.append(physics.to_real_view(kspace).unsqueeze(0) * mask.bool())
-        masks.append(mask.bool())
-        targets.append(physics.center_crop(image.abs(), CROP))
-    return ReconSample(
-        masked_kspace=torch.stack(kspaces),
-        mask=torch.stack(masks),
-        num_low_frequencies=0,
-        target=torch.stack(targets),
-        max_value=torch.full((batch,), max_value, dtype=torch.float64),  # type: ignore[arg-type]
-        crop_size=torch.tensor([CROP] * batch),
-        anatomy=("knee",) * batch,  # type: ignore[arg-type]
-        acceleration=torch.full((batch,), acceleration),  # type: ignore[arg-type]
-        fname=tuple(f"file{i}.h5" for i in range(batch)),  # type: ignore[arg-type]
-        slice_num=torch.arange(batch),  # type: ignore[arg-type]
-    )
+H, W = SC_SHAPE
+CROP = SC_CROP
 
 
 def _fastmri_pipeline(unet: nn.Module, sample: ReconSample) -> torch.Tensor:
@@ -80,7 +48,7 @@ def test_unet_equals_fastmri_pipeline(chans: int, pools: int) -> None:
     reference = fastmri_models.Unet(1, 1, chans, pools).eval()
     state = {k.removeprefix("unet."): v for k, v in ours.state_dict().items()}
     reference.load_state_dict(state, strict=True)
-    sample = _sample()
+    sample = single_coil_batch()
     with torch.no_grad():
         got = ours.reconstruct(sample)
         expected = _fastmri_pipeline(reference, sample)
@@ -93,7 +61,7 @@ def test_unet_input_is_clamped_like_fastmri() -> None:
     ours = SingleCoilUnet(chans=4, num_pool_layers=2).eval()
     reference = fastmri_models.Unet(1, 1, 4, 2).eval()
     reference.load_state_dict({k.removeprefix("unet."): v for k, v in ours.state_dict().items()})
-    sample = _sample(batch=1)
+    sample = single_coil_batch(batch=1)
     image = physics.ifft2c(torch.view_as_complex(sample.masked_kspace[0, 0].contiguous()))
     image[H // 2, W // 2] += 100 * image.abs().max()
     kspace = physics.to_real_view(physics.fft2c(image))[None, None]
@@ -107,7 +75,7 @@ def test_unet_input_is_clamped_like_fastmri() -> None:
 def test_volume_max_divides_by_the_file_max_and_falls_back_to_the_slice_max() -> None:
     torch.manual_seed(0)
     model = SingleCoilUnet(chans=4, num_pool_layers=2, normalization="volume_max").eval()
-    sample = _sample(max_value=3e-4)
+    sample = single_coil_batch(max_value=3e-4)
     zero_filled = physics.center_crop(
         physics.ifft2c(physics.to_complex(sample.masked_kspace))[:, 0].abs(), CROP
     )
@@ -184,7 +152,7 @@ def test_varnet_equals_multicoil_varnet_with_sensitivities_of_ones() -> None:
     cascade_state = {k: v for k, v in multi.state_dict().items() if k.startswith("cascades.")}
     single.load_state_dict(cascade_state, strict=True)
     multi.sens_net.forward = lambda k, mask, num_low=None: torch.ones_like(k)  # type: ignore[method-assign]
-    sample = _sample(max_value=1.0)  # scale 1: the multi-coil VarNet does not normalise
+    sample = single_coil_batch(max_value=1.0)  # scale 1: the multi-coil VarNet does not normalise
     with torch.no_grad():
         expected = multi(sample.masked_kspace, sample.mask, crop_size=CROP)
         got = single.reconstruct(sample)
@@ -197,7 +165,7 @@ def test_varnet_normalisations_agree_and_shapes() -> None:
     meanstd = SingleCoilVarNet(num_cascades=2, chans=4, pools=2).eval()
     volume = SingleCoilVarNet(num_cascades=2, chans=4, pools=2, normalization="volume_max").eval()
     volume.load_state_dict(meanstd.state_dict())
-    sample = _sample(max_value=2e-4)
+    sample = single_coil_batch(max_value=2e-4)
     with torch.no_grad():
         a = meanstd.reconstruct(sample)
         b = volume.reconstruct(sample)
@@ -213,7 +181,7 @@ def test_varnet_normalisations_agree_and_shapes() -> None:
 def test_varnet_trains_one_step() -> None:
     torch.manual_seed(0)
     model = SingleCoilVarNet(num_cascades=1, chans=4, pools=2)
-    sample = _sample()
+    sample = single_coil_batch()
     loss = (model.reconstruct(sample) - sample.target).abs().mean()
     loss.backward()
     grads = [p.grad for p in model.parameters()]
@@ -222,7 +190,7 @@ def test_varnet_trains_one_step() -> None:
 
 
 def test_fastmri_masks_used_in_tests_are_line_masks() -> None:
-    sample = _sample(acceleration=8)
+    sample = single_coil_batch(acceleration=8)
     lines = sample.mask[0, 0, 0, :, 0]
     assert 1 < int(lines.sum()) < W
     assert np.isclose(float(sample.masked_kspace[0][..., ~lines, :].abs().sum()), 0.0)

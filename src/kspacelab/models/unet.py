@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from kspacelab import physics
 
-__all__ = ["ConvBlock", "NormUnet", "TransposeConvBlock", "Unet"]
+__all__ = ["ConvBlock", "NormUnet", "TransposeConvBlock", "Unet", "concat_skip"]
 
 _SLOPE = 0.2
 _EPS = 1e-5
@@ -135,6 +135,16 @@ class TransposeConvBlock(nn.Module):
         return _norm_act(up(x))
 
 
+def concat_skip(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``cat([x, skip], dim=1)`` after reflect-padding the upsampled ``x`` ``(N, C, h, w)`` at the right/bottom to
+    the skip's ``(H, W)`` (one pixel where pooling dropped an odd row or column)."""
+    pad_w = skip.shape[-1] - x.shape[-1]
+    pad_h = skip.shape[-2] - x.shape[-2]
+    if pad_w or pad_h:
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+    return torch.cat([x, skip], dim=1)
+
+
 class Unet(nn.Module):
     """U-Net (Ronneberger et al. 2015) with average-pool downsampling and transposed-conv upsampling.
 
@@ -190,13 +200,7 @@ class Unet(nn.Module):
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
         x = self.conv(x)
         for up, block in zip(self.up_transpose_conv, self.up_conv, strict=True):
-            skip = skips.pop()
-            x = up(x)
-            pad_w = skip.shape[-1] - x.shape[-1]
-            pad_h = skip.shape[-2] - x.shape[-2]
-            if pad_w or pad_h:
-                x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-            x = block(torch.cat([x, skip], dim=1))
+            x = block(concat_skip(up(x), skips.pop()))
         return x
 
 
