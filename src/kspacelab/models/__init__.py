@@ -19,6 +19,7 @@ from kspacelab.models.rcan import RCAN
 from kspacelab.models.refined import RefinedModel
 from kspacelab.models.registry import MODEL_REGISTRY, ModelEntry, Task, build_model, model_entry, register
 from kspacelab.models.singlecoil import SingleCoilUnet, SingleCoilVarNet
+from kspacelab.models.stylish import PatchDiscriminator, StylishNet
 from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
@@ -32,6 +33,7 @@ __all__ = [
     "InputSpec",
     "ModelEntry",
     "NormUnet",
+    "PatchDiscriminator",
     "PromptMR",
     "ReconModel",
     "ReconSample",
@@ -39,6 +41,7 @@ __all__ = [
     "SensitivityModel",
     "SingleCoilUnet",
     "SingleCoilVarNet",
+    "StylishNet",
     "Task",
     "Unet",
     "VarNet",
