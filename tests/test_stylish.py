@@ -109,9 +109,9 @@ def test_generate_shapes_global_and_spatial() -> None:
             assert out.image.shape == (2, *SC_CROP)
             assert out.normalised.shape == out.target_normalised.shape == (2, 1, *SC_CROP)
             assert out.kspace.shape == (2, 1, *SC_SHAPE, 2)
-            code = (2, 8, *model.encoder.code_size(*SC_CROP)) if spatial else (2, 8)
+            code = (2, 8, *model.encoder.code_size(*SC_SHAPE)) if spatial else (2, 8)
             assert out.mu.shape == out.logvar.shape == code
-    assert model.encoder.code_size(*SC_CROP) == (4, 4)
+    assert model.encoder.code_size(*SC_SHAPE) == (6, 5)  # the code map lies on the full k-space grid
 
 
 def test_hard_data_consistency_is_exact_at_sampled_lines() -> None:
@@ -121,14 +121,12 @@ def test_hard_data_consistency_is_exact_at_sampled_lines() -> None:
         with torch.no_grad():
             out = model.generate(sample)
         lines = sample.mask[:, 0, 0, :, 0]  # (B, W)
-        got = out.kspace.permute(0, 1, 2, 4, 3)[..., :][:, 0]  # (B, H, 2, W)
-        measured = sample.masked_kspace.permute(0, 1, 2, 4, 3)[:, 0]
+        got = physics.to_complex(out.kspace)[:, 0]  # (B, H, W)
+        measured = physics.to_complex(sample.masked_kspace)[:, 0]
         for b in range(2):
-            torch.testing.assert_close(
-                got[b][..., lines[b]], measured[b][..., lines[b]], rtol=1e-5, atol=1e-10
-            )
+            torch.testing.assert_close(got[b][:, lines[b]], measured[b][:, lines[b]], rtol=1e-5, atol=1e-10)
             # the generator filled the unsampled lines
-            assert got[b][..., ~lines[b]].abs().max() > 1e-3 * measured[b].abs().max()
+            assert got[b][:, ~lines[b]].abs().max() > 1e-3 * measured[b].abs().max()
         # the image is the magnitude of that k-space, cropped
         image = physics.center_crop(physics.complex_abs(physics.ifft2c(out.kspace))[:, 0], SC_CROP)
         torch.testing.assert_close(out.image, image, rtol=1e-5, atol=1e-6 * float(image.max()))
@@ -338,3 +336,14 @@ def test_parameter_counts_of_the_default_model(capsys: pytest.CaptureFixture[str
     # AdaIN maps: (style_dim + 1) * 2C per styled convolution, two per decoder block of C = 32 * 2**i channels
     assert adain == sum(2 * (64 + 1) * 2 * 32 * 2**i for i in range(4))
     assert _count(StylishNet(spatial_modulation=True)) == _count(model)  # 1x1 conv and linear: same counts
+
+
+def test_generator_is_a_residual_on_its_input() -> None:
+    """With the output convolution zeroed the generator returns its input image."""
+    model = _model().eval()
+    with torch.no_grad():
+        model.out_conv.weight.zero_()
+        model.out_conv.bias.zero_()  # type: ignore[union-attr]
+    image = torch.randn(2, 1, *SC_SHAPE, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model.generator(image, torch.randn(2, 8)), image)

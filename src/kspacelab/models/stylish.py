@@ -8,12 +8,13 @@ convolution gives a complex residual added to the input. Noise injection is Styl
 times a learned per-channel weight initialised to 0, sampled in training mode only (eval is deterministic).
 
 Texture code. A :class:`TextureEncoder` (strided 3x3 convolutions, trained from scratch) maps a normalised
-magnitude image ``(B, 1, h, w)`` to the posterior ``(mu, logvar)`` of a code: one ``style_dim`` vector per image,
-or with ``spatial_modulation`` a code map ``(B, style_dim, h', w')`` that each decoder block's AdaIN upsamples
+magnitude image on the full grid ``(B, 1, H, W)`` (the target is zero-padded from ``(h, w)``) to the posterior
+``(mu, logvar)`` of a code: one ``style_dim`` vector per image, or with ``spatial_modulation`` a code map
+``(B, style_dim, H / 8, W / 8)`` (rounded up) on the generator's grid that each decoder block's AdaIN resizes
 (bilinear) to its resolution (per-pixel, SPADE-like modulation). Training encodes the target
 (``texture_source="target"``, reparameterised sample); inference uses the prior mean 0, or with
 ``proxy_guidance`` the code of the proxy: the zero-filled image high-pass filtered (the measured k-space within
-``proxy_cutoff`` of the k-space radius removed on its full grid, :func:`high_pass`, then magnitude and crop). With ``proxy_guidance`` the target is
+``proxy_cutoff`` of the k-space radius removed, :func:`high_pass`), its magnitude. With ``proxy_guidance`` the target is
 high-pass filtered the same way before encoding, so the encoder sees the same kind of input in training and
 inference.
 
@@ -77,7 +78,8 @@ class GeneratorOutput(NamedTuple):
         image: magnitude ``(B, h, w)`` float at the data scale, after data consistency.
         normalised: the same image in normalised units, ``(B, 1, h, w)``.
         target_normalised: the sample's target in those units, ``(B, 1, h, w)``.
-        mu: texture posterior mean, ``(B, style_dim)`` or ``(B, style_dim, h', w')`` (spatial modulation).
+        mu: texture posterior mean, ``(B, style_dim)``, or with spatial modulation ``(B, style_dim, H', W')`` on the
+            full k-space grid (:meth:`TextureEncoder.code_size` of ``(H, W)``).
         logvar: texture posterior log-variance, shaped as ``mu``.
         kspace: the k-space of the complex output before magnitude and crop, ``(B, 1, H, W, 2)`` float at the
             data scale (equals the measured k-space at the sampled lines).
@@ -359,11 +361,31 @@ class StylishNet(SingleCoilModel):
         residual = self.out_conv(x)
         return image + torch.complex(residual[:, :1], residual[:, 1:])
 
+    def texture_input(self, batch: SingleCoilInput, target: torch.Tensor | None, source: str) -> torch.Tensor:
+        """The texture encoder's input ``(B, 1, H, W)`` on the full k-space grid (the generator's), so that a
+        spatial code map lies on the generator's grid.
+
+        ``"target"``: the target ``(B, h, w)`` zero-padded to ``(H, W)``, normalised; with ``proxy_guidance`` its
+        high-pass filtered magnitude divided by the scale. ``"proxy"``: the high-pass filtered magnitude of the
+        zero-filled image divided by the scale (the shift would be removed by the filter anyway).
+        """
+        height, width = batch.kspace.shape[-2:]
+        stats = batch.stats.channel()
+        if source == "target":
+            if target is None:
+                raise ValueError("texture_source='target' needs the sample's target")
+            padded = physics.center_crop(target, (height, width)).unsqueeze(1)
+            if not self.proxy_guidance:
+                return stats.normalise(padded)
+            return high_pass(padded, self.proxy_cutoff).abs() / stats.scale
+        return high_pass(physics.ifft2c(batch.kspace), self.proxy_cutoff).abs() / stats.scale
+
     def texture_code(
-        self, batch: SingleCoilInput, target_normalised: torch.Tensor, texture_source: str | None
+        self, batch: SingleCoilInput, target: torch.Tensor | None, texture_source: str | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(code, mu, logvar)`` for ``texture_source`` (:meth:`generate`); the code is a reparameterised sample
-        in training mode and ``mu`` in eval mode."""
+        """``(code, mu, logvar)`` for ``texture_source`` (:meth:`generate`; ``target`` ``(B, h, w)`` at the data
+        scale or None); the code is a reparameterised sample in training mode and ``mu`` in eval mode, and the
+        prior mean 0 (``mu = logvar = 0``) when no source is used."""
         if texture_source is None:
             texture_source = "proxy" if self.proxy_guidance else None
         elif texture_source not in TEXTURE_SOURCES:
@@ -371,26 +393,11 @@ class StylishNet(SingleCoilModel):
                 f"texture_source must be one of {TEXTURE_SOURCES} or None, got {texture_source!r}"
             )
         if texture_source is None:
-            b, h, w = batch.zero_filled.shape
-            shape = (
-                (b, self.style_dim, *self.encoder.code_size(h, w))
-                if self.spatial_modulation
-                else (b, self.style_dim)
-            )
-            mu = batch.zero_filled.new_zeros(shape)
+            b, _, height, width = batch.kspace.shape
+            code_size = self.encoder.code_size(height, width) if self.spatial_modulation else ()
+            mu = batch.zero_filled.new_zeros((b, self.style_dim, *code_size))
             return mu, mu, mu
-        if texture_source == "target":
-            source = target_normalised
-            if self.proxy_guidance:
-                source = high_pass(source, self.proxy_cutoff).abs()
-        else:
-            filtered = high_pass(
-                physics.ifft2c(batch.kspace), self.proxy_cutoff
-            )  # on the measured k-space grid
-            if batch.crop_size is not None:
-                filtered = physics.center_crop(filtered, batch.crop_size)
-            source = filtered.abs() / batch.stats.channel().scale
-        mu, logvar = self.encoder(source)
+        mu, logvar = self.encoder(self.texture_input(batch, target, texture_source))
         code = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return code, mu, logvar
 
@@ -412,7 +419,7 @@ class StylishNet(SingleCoilModel):
         )
         stats = batch.stats.channel()
         target_normalised = stats.normalise(physics.center_crop(sample.target, out).unsqueeze(1))
-        code, mu, logvar = self.texture_code(batch, target_normalised, texture_source)
+        code, mu, logvar = self.texture_code(batch, sample.target, texture_source)
         return self._finish(batch, code, mu, logvar, target_normalised)
 
     def _finish(
@@ -443,8 +450,7 @@ class StylishNet(SingleCoilModel):
 
     def image(self, batch: SingleCoilInput) -> torch.Tensor:
         """The inference reconstruction ``(B, h, w)`` (:meth:`SingleCoilModel.image`; no target needed)."""
-        b = batch.zero_filled.shape[0]
-        code, mu, logvar = self.texture_code(batch, batch.zero_filled.new_zeros(b, 1, 1, 1), None)
+        code, mu, logvar = self.texture_code(batch, None, None)
         return self._finish(batch, code, mu, logvar, batch.zero_filled.unsqueeze(1)).image
 
     # ------------------------------------------------------------------ texture statistics
