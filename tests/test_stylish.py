@@ -347,3 +347,14 @@ def test_generator_is_a_residual_on_its_input() -> None:
     image = torch.randn(2, 1, *SC_SHAPE, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model.generator(image, torch.randn(2, 8)), image)
+
+
+def test_bf16_autocast_keeps_the_data_consistency_in_float32() -> None:
+    model = _model().eval()
+    sample = single_coil_batch(batch=1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.generate(sample)
+    assert out.image.dtype == torch.float32 and out.kspace.dtype == torch.float32
+    lines = sample.mask[0, 0, 0, :, 0]
+    got, measured = physics.to_complex(out.kspace)[0, 0], physics.to_complex(sample.masked_kspace)[0, 0]
+    torch.testing.assert_close(got[:, lines], measured[:, lines], rtol=1e-5, atol=1e-10)
