@@ -358,9 +358,8 @@ class StylishNet(SingleCoilModel):
         x = self.bottleneck(x)
         for block in self.up:
             x = block(x, skips.pop(), code)
-        residual = self.out_conv(x).to(
-            image.real.dtype
-        )  # float32 under autocast: the DC runs in full precision
+        # back to float32 under autocast: the data consistency and the magnitude run in full precision
+        residual = self.out_conv(x).to(image.real.dtype)
         return image + torch.complex(residual[:, :1], residual[:, 1:])
 
     def texture_input(self, batch: SingleCoilInput, target: torch.Tensor | None, source: str) -> torch.Tensor:
