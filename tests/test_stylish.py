@@ -12,6 +12,7 @@ from torch import nn
 
 from helpers import SC_CROP, SC_SHAPE, single_coil_batch
 from kspacelab import physics
+from kspacelab.models.singlecoil import SingleCoilInput
 from kspacelab.models.stylish import (
     AdaIN,
     NoiseInjection,
@@ -358,3 +359,24 @@ def test_bf16_autocast_keeps_the_data_consistency_in_float32() -> None:
     lines = sample.mask[0, 0, 0, :, 0]
     got, measured = physics.to_complex(out.kspace)[0, 0], physics.to_complex(sample.masked_kspace)[0, 0]
     torch.testing.assert_close(got[:, lines], measured[:, lines], rtol=1e-5, atol=1e-10)
+
+
+def test_texture_input_is_the_output_region_zero_padded_onto_the_full_grid() -> None:
+    sample = single_coil_batch()
+    batch = SingleCoilInput.of(sample.masked_kspace, sample.mask, SC_CROP, "meanstd")
+    scale = batch.stats.channel().scale
+    guided, plain = _model(proxy_guidance=True), _model()
+    for model, source in ((guided, "target"), (guided, "proxy"), (plain, "target")):
+        image = model.texture_input(batch, sample.target, source)
+        assert image.shape == (2, 1, *SC_SHAPE)
+        inner = physics.center_crop(image, SC_CROP)
+        assert float(inner.abs().sum()) > 0
+        assert float(image.abs().sum()) == pytest.approx(float(inner.abs().sum()))  # zero outside the region
+    filtered_target = high_pass(sample.target.unsqueeze(1), 0.1).abs() / scale
+    torch.testing.assert_close(
+        physics.center_crop(guided.texture_input(batch, sample.target, "target"), SC_CROP), filtered_target
+    )
+    normalised_target = batch.stats.channel().normalise(sample.target.unsqueeze(1))
+    torch.testing.assert_close(
+        physics.center_crop(plain.texture_input(batch, sample.target, "target"), SC_CROP), normalised_target
+    )

@@ -8,15 +8,15 @@ convolution gives a complex residual added to the input. Noise injection is Styl
 times a learned per-channel weight initialised to 0, sampled in training mode only (eval is deterministic).
 
 Texture code. A :class:`TextureEncoder` (strided 3x3 convolutions, trained from scratch) maps a normalised
-magnitude image on the full grid ``(B, 1, H, W)`` (the target is zero-padded from ``(h, w)``) to the posterior
+magnitude image of the output region ``(h, w)`` zero-padded onto the full grid ``(B, 1, H, W)`` to the posterior
 ``(mu, logvar)`` of a code: one ``style_dim`` vector per image, or with ``spatial_modulation`` a code map
 ``(B, style_dim, H / 8, W / 8)`` (rounded up) on the generator's grid that each decoder block's AdaIN resizes
 (bilinear) to its resolution (per-pixel, SPADE-like modulation). Training encodes the target
 (``texture_source="target"``, reparameterised sample); inference uses the prior mean 0, or with
-``proxy_guidance`` the code of the proxy: the zero-filled image high-pass filtered (the measured k-space within
-``proxy_cutoff`` of the k-space radius removed, :func:`high_pass`), its magnitude. With ``proxy_guidance`` the target is
-high-pass filtered the same way before encoding, so the encoder sees the same kind of input in training and
-inference.
+``proxy_guidance`` the code of the proxy: the magnitude of the zero-filled image high-pass filtered (the measured
+k-space within ``proxy_cutoff`` of the k-space radius removed, :func:`high_pass`). With ``proxy_guidance`` the
+target is high-pass filtered the same way before encoding, so the encoder sees the same kind of input in
+training and inference (:meth:`StylishNet.texture_input`).
 
 Data consistency. The generated complex image's k-space takes the measured values at the sampled lines
 (hard DC, on the full grid, in normalised units ``k0 / scale``), then magnitude, centre crop to ``(h, w)`` and
@@ -363,23 +363,28 @@ class StylishNet(SingleCoilModel):
         return image + torch.complex(residual[:, :1], residual[:, 1:])
 
     def texture_input(self, batch: SingleCoilInput, target: torch.Tensor | None, source: str) -> torch.Tensor:
-        """The texture encoder's input ``(B, 1, H, W)`` on the full k-space grid (the generator's), so that a
-        spatial code map lies on the generator's grid.
+        """The texture encoder's input: an image of the output region ``(h, w)``, zero-padded onto the full
+        k-space grid ``(B, 1, H, W)`` so that a spatial code map lies on the generator's grid.
 
-        ``"target"``: the target ``(B, h, w)`` zero-padded to ``(H, W)``, normalised; with ``proxy_guidance`` its
-        high-pass filtered magnitude divided by the scale. ``"proxy"``: the high-pass filtered magnitude of the
-        zero-filled image divided by the scale (the shift would be removed by the filter anyway).
+        ``"target"``: the normalised target; with ``proxy_guidance`` the magnitude of its high-pass filtered image
+        divided by the scale. ``"proxy"``: the magnitude of the high-pass filtered zero-filled image (filtered on
+        the full grid, then cropped) divided by the scale. The filter removes the shift, so the proxy and the
+        filtered target are in the same units.
         """
-        height, width = batch.kspace.shape[-2:]
         stats = batch.stats.channel()
+        region = tuple(batch.crop_size) if batch.crop_size is not None else batch.kspace.shape[-2:]
         if source == "target":
             if target is None:
                 raise ValueError("texture_source='target' needs the sample's target")
-            padded = physics.center_crop(target, (height, width)).unsqueeze(1)
-            if not self.proxy_guidance:
-                return stats.normalise(padded)
-            return high_pass(padded, self.proxy_cutoff).abs() / stats.scale
-        return high_pass(physics.ifft2c(batch.kspace), self.proxy_cutoff).abs() / stats.scale
+            image = physics.center_crop(target, region).unsqueeze(1)
+            if self.proxy_guidance:
+                image = high_pass(image, self.proxy_cutoff).abs() / stats.scale
+            else:
+                image = stats.normalise(image)
+        else:
+            filtered = high_pass(physics.ifft2c(batch.kspace), self.proxy_cutoff)
+            image = physics.center_crop(filtered, region).abs() / stats.scale
+        return physics.center_crop(image, batch.kspace.shape[-2:])
 
     def texture_code(
         self, batch: SingleCoilInput, target: torch.Tensor | None, texture_source: str | None
