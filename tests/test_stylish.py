@@ -380,3 +380,16 @@ def test_texture_input_is_the_output_region_zero_padded_onto_the_full_grid() -> 
     torch.testing.assert_close(
         physics.center_crop(plain.texture_input(batch, sample.target, "target"), SC_CROP), normalised_target
     )
+
+
+def test_generator_losses_are_the_weighted_sum_of_the_terms() -> None:
+    model = _model()
+    out = model.generate(single_coil_batch(), texture_source="target")
+    fake_logits = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    terms = generator_losses(model, out, fake_logits)
+    torch.testing.assert_close(terms["l1"], (out.normalised - out.target_normalised).abs().mean())
+    torch.testing.assert_close(terms["kl"], kl_divergence(out.mu, out.logvar))
+    torch.testing.assert_close(terms["gan"], generator_gan_loss(fake_logits))
+    expected = terms["l1"] + 0.01 * terms["kl"] + terms["texture"] + 0.01 * terms["gan"]
+    torch.testing.assert_close(terms["total"], expected)
+    assert all(float(value.detach()) > 0 for value in terms.values())
