@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
+from kspacelab import physics
 from kspacelab.data.synthetic import SimulationPreset, with_overrides
+from kspacelab.masks import fname_seed, single_coil_mask_func
+from kspacelab.models.base import ReconSample
 from kspacelab.models.varnet import VarNet
 
 # A tiny simulation geometry: the whole SNU layout in a few seconds.
@@ -106,3 +109,42 @@ def many_volumes(tiny_root: Path, folder: Path, count: int) -> Path:
     for i in range(1, count + 1):
         (folder / "kspace" / f"brain_test{i}.h5").symlink_to(source)
     return folder
+
+
+#: k-space ``(H, W)`` and output size of the single-coil test batches
+SC_SHAPE = (48, 40)
+SC_CROP = (32, 32)
+
+
+def _single_coil_image(seed: int = 0) -> torch.Tensor:
+    """A positive ellipse with random texture and a phase ramp, complex ``SC_SHAPE``."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = SC_SHAPE
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    body = ((x / 0.7) ** 2 + (y / 0.8) ** 2 < 1).float() * (1 + 0.3 * torch.rand(h, w, generator=g))
+    return body * torch.polar(torch.ones(h, w), 0.5 * x + 0.2 * y)
+
+
+def single_coil_batch(batch: int = 2, acceleration: int = 4, max_value: float = 0.0) -> ReconSample:
+    """A collated single-coil batch at a raw NYU-like scale (~1e-4): ``masked_kspace (B, 1, H, W, 2)`` with
+    ``(H, W) = SC_SHAPE``, a fastMRI random mask ``(B, 1, 1, W, 1)`` of ``acceleration`` seeded from the file name,
+    the target magnitude ``(B, *SC_CROP)``, ``max_value`` ``(B,)``."""
+    kspaces, masks, targets = [], [], []
+    for i in range(batch):
+        image = _single_coil_image(i) * 1e-4
+        mask, _ = single_coil_mask_func(acceleration)((1, *SC_SHAPE, 2), seed=fname_seed(f"file{i}.h5"))
+        kspaces.append(physics.to_real_view(physics.fft2c(image)).unsqueeze(0) * mask.bool())
+        masks.append(mask.bool())
+        targets.append(physics.center_crop(image.abs(), SC_CROP))
+    return ReconSample(
+        masked_kspace=torch.stack(kspaces),
+        mask=torch.stack(masks),
+        num_low_frequencies=0,
+        target=torch.stack(targets),
+        max_value=torch.full((batch,), max_value, dtype=torch.float64),  # type: ignore[arg-type]
+        crop_size=torch.tensor([SC_CROP] * batch),
+        anatomy=("knee",) * batch,  # type: ignore[arg-type]
+        acceleration=torch.full((batch,), acceleration),  # type: ignore[arg-type]
+        fname=tuple(f"file{i}.h5" for i in range(batch)),  # type: ignore[arg-type]
+        slice_num=torch.arange(batch),  # type: ignore[arg-type]
+    )

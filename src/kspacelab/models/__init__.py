@@ -18,6 +18,8 @@ from kspacelab.models.promptmr import PromptMR
 from kspacelab.models.rcan import RCAN
 from kspacelab.models.refined import RefinedModel
 from kspacelab.models.registry import MODEL_REGISTRY, ModelEntry, Task, build_model, model_entry, register
+from kspacelab.models.singlecoil import SingleCoilUnet, SingleCoilVarNet
+from kspacelab.models.stylish import PatchDiscriminator, StylishNet
 from kspacelab.models.unet import NormUnet, Unet
 from kspacelab.models.varnet import SensitivityModel, VarNet, VarNetBlock
 
@@ -31,11 +33,15 @@ __all__ = [
     "InputSpec",
     "ModelEntry",
     "NormUnet",
+    "PatchDiscriminator",
     "PromptMR",
     "ReconModel",
     "ReconSample",
     "RefinedModel",
     "SensitivityModel",
+    "SingleCoilUnet",
+    "SingleCoilVarNet",
+    "StylishNet",
     "Task",
     "Unet",
     "VarNet",

@@ -24,7 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from kspacelab import physics
 
-__all__ = ["ConvBlock", "NormUnet", "TransposeConvBlock", "Unet"]
+__all__ = ["ConvBlock", "NormUnet", "TransposeConvBlock", "Unet", "concat_skip", "encode", "encoder_blocks"]
 
 _SLOPE = 0.2
 _EPS = 1e-5
@@ -135,6 +135,37 @@ class TransposeConvBlock(nn.Module):
         return _norm_act(up(x))
 
 
+def encoder_blocks(in_chans: int, widths: list[int], drop_prob: float = 0.0) -> nn.ModuleList:
+    """The encoder of a U-Net: one :class:`ConvBlock` per level, ``in_chans -> widths[0] -> widths[1] ...``."""
+    return nn.ModuleList(
+        ConvBlock(cin, cout, drop_prob) for cin, cout in zip([in_chans, *widths[:-1]], widths, strict=True)
+    )
+
+
+def encode(blocks: nn.ModuleList, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run the encoder ``blocks`` on ``(N, C, H, W)``: each block, its output kept as a skip, 2x2 average pooling.
+
+    Returns:
+        the pooled output of the last level and the skips, first level first.
+    """
+    skips: list[torch.Tensor] = []
+    for block in blocks:
+        x = block(x)
+        skips.append(x)
+        x = F.avg_pool2d(x, kernel_size=2, stride=2)
+    return x, skips
+
+
+def concat_skip(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``cat([x, skip], dim=1)`` after reflect-padding the upsampled ``x`` ``(N, C, h, w)`` at the right/bottom to
+    the skip's ``(H, W)`` (one pixel where pooling dropped an odd row or column)."""
+    pad_w = skip.shape[-1] - x.shape[-1]
+    pad_h = skip.shape[-2] - x.shape[-2]
+    if pad_w or pad_h:
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
+    return torch.cat([x, skip], dim=1)
+
+
 class Unet(nn.Module):
     """U-Net (Ronneberger et al. 2015) with average-pool downsampling and transposed-conv upsampling.
 
@@ -165,10 +196,7 @@ class Unet(nn.Module):
         self.drop_prob = drop_prob
 
         widths = [chans * 2**level for level in range(num_pool_layers)]
-        self.down_sample_layers = nn.ModuleList(
-            ConvBlock(cin, cout, drop_prob)
-            for cin, cout in zip([in_chans, *widths[:-1]], widths, strict=True)
-        )
+        self.down_sample_layers = encoder_blocks(in_chans, widths, drop_prob)
         self.conv = ConvBlock(widths[-1], 2 * widths[-1], drop_prob)
         self.up_conv = nn.ModuleList()
         self.up_transpose_conv = nn.ModuleList()
@@ -182,21 +210,10 @@ class Unet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``(N, in_chans, H, W)`` float -> ``(N, out_chans, H, W)``."""
-        skips: list[torch.Tensor] = []
-        x = image.contiguous(memory_format=torch.channels_last)
-        for block in self.down_sample_layers:
-            x = block(x)
-            skips.append(x)
-            x = F.avg_pool2d(x, kernel_size=2, stride=2)
+        x, skips = encode(self.down_sample_layers, image.contiguous(memory_format=torch.channels_last))
         x = self.conv(x)
         for up, block in zip(self.up_transpose_conv, self.up_conv, strict=True):
-            skip = skips.pop()
-            x = up(x)
-            pad_w = skip.shape[-1] - x.shape[-1]
-            pad_h = skip.shape[-2] - x.shape[-2]
-            if pad_w or pad_h:
-                x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-            x = block(torch.cat([x, skip], dim=1))
+            x = block(concat_skip(up(x), skips.pop()))
         return x
 
 
