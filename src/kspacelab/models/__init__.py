@@ -109,3 +109,24 @@ register(
     tiny={"chans": 4, "num_blocks": 2, "image_size": 32},
     task="anatomy_classifier",
 )
+register(
+    "singlecoil_unet",
+    SingleCoilUnet,
+    recipe="fastmri_singlecoil_unet",
+    tiny={"chans": 4, "num_pool_layers": 2},
+    task="singlecoil",
+)
+register(
+    "singlecoil_varnet",
+    SingleCoilVarNet,
+    recipe="singlecoil_varnet",
+    tiny={"num_cascades": 1, "chans": 4, "pools": 2},
+    task="singlecoil",
+)
+register(
+    "stylish",
+    StylishNet,
+    recipe="singlecoil_stylish",
+    tiny={"chans": 4, "num_pool_layers": 2, "style_dim": 8, "encoder_chans": 4},
+    task="generative",
+)

@@ -17,8 +17,9 @@ from kspacelab.models.base import check_config, config_class
 
 __all__ = ["MODEL_REGISTRY", "ModelEntry", "Task", "build_model", "model_entry", "register"]
 
-#: What a model is trained for: image reconstruction from k-space, or anatomy classification (routing).
-Task = Literal["reconstruction", "anatomy_classifier"]
+#: What a model is trained for: image reconstruction from multi-coil k-space, anatomy classification (routing),
+#: single-coil reconstruction, or single-coil reconstruction trained adversarially (the generative texture model).
+Task = Literal["reconstruction", "anatomy_classifier", "singlecoil", "generative"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class ModelEntry:
         config: its typed configuration, a dataclass of the constructor's arguments
             (:func:`~kspacelab.models.base.config_class`).
         task: what trains it (``reconstruction``: :class:`~kspacelab.training.module.ReconModule` on k-space;
-            ``anatomy_classifier``: the routing classifier on images).
+            ``anatomy_classifier``: the routing classifier on images; ``singlecoil``:
+            :class:`~kspacelab.training.singlecoil.SingleCoilModule` on NYU single-coil files; ``generative``:
+            :class:`~kspacelab.training.singlecoil.GenerativeModule`, the same data against a discriminator).
         recipe: the bundled recipe that trains it (``kspacelab train --config RECIPE``).
         tiny: a few-thousand-parameter configuration for tests and smoke runs (overrides the recipe's
             ``model_kwargs``; keys the recipe sets and ``tiny`` does not, e.g. ``num_adj_slices``, stay).
