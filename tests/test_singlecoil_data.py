@@ -1,7 +1,8 @@
-"""Single-coil data: the NYU file writer and the simulated single-coil layout."""
+"""Single-coil data: the NYU file writer, the simulated single-coil layout and SingleCoilDataModule."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
@@ -12,6 +13,7 @@ import torch
 from kspacelab import formats, masks
 from kspacelab.cli import main
 from kspacelab.data.phantoms import ObjectVolume, coil_array
+from kspacelab.data.singlecoil import SingleCoilDataModule
 from kspacelab.data.synthetic import (
     PRESETS,
     SINGLE_COIL_SPLITS,
@@ -21,7 +23,8 @@ from kspacelab.data.synthetic import (
     volume_rng,
     with_overrides,
 )
-from kspacelab.errors import KspacelabError
+from kspacelab.errors import DataFormatError, KspacelabError
+from kspacelab.models.base import InputSpec
 from kspacelab.physics import center_crop, fft2c, ifft2c, rss_complex
 
 # the single-coil layout at a geometry of a few milliseconds per volume; W >= 51 so that x32 keeps a centre line
@@ -262,3 +265,129 @@ def test_simulate_cli_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(KspacelabError, match="annotations"):
         simulate_dataset(tmp_path / "x", TINY_SC, progress=False, annotations=True)
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------ data module
+
+
+def _module(root: Path, **kwargs: object) -> SingleCoilDataModule:
+    dm = SingleCoilDataModule(str(root), **kwargs)  # type: ignore[arg-type]
+    dm.set_input_spec(InputSpec(multicoil=False))
+    dm.setup("fit")
+    return dm
+
+
+def test_validation_batches(root: Path) -> None:
+    dm = _module(root, batch_size=2)
+    assert dm.val_dataset is not None
+    path = next((root / "singlecoil_val").glob("*.h5"))
+    info = formats.read_nyu_header(path)
+    assert len(dm.val_dataset) == info.num_slices * 4
+    seen = set()
+    for batch in dm.val_dataloader():
+        b = batch.masked_kspace.shape[0]
+        assert batch.masked_kspace.shape == (b, 1, TINY_SC.knee_height, info.kspace_shape[2], 2)
+        assert batch.mask.shape == (b, 1, 1, info.kspace_shape[2], 1)
+        assert batch.target.shape == (b, TINY_SC.crop, TINY_SC.crop)
+        assert batch.anatomy == ("knee",) * b
+        for i in range(b):
+            acc, fname, s = int(batch.acceleration[i]), batch.fname[i], int(batch.slice_num[i])
+            seen.add((s, acc))
+            expected, low = masks.single_coil_mask_func(acc)(
+                (1, 1, info.kspace_shape[2], 1), seed=masks.fname_seed(fname)
+            )
+            assert torch.equal(batch.mask[i].reshape(-1), expected.reshape(-1).bool())
+            assert int(batch.num_low_frequencies[i]) == low
+            kspace, _, target = formats.read_nyu_slice(path, s)
+            assert target is not None
+            masked = torch.view_as_real(torch.from_numpy(kspace)) * expected.reshape(1, -1, 1)
+            assert torch.equal(batch.masked_kspace[i, 0], masked)
+            assert torch.equal(batch.target[i], torch.from_numpy(target))
+            assert float(batch.max_value[i]) == pytest.approx(info.max_value)
+    assert seen == {(s, a) for s in range(info.num_slices) for a in (4, 8, 16, 32)}
+
+
+def _train_masks(dm: SingleCoilDataModule, epoch: int) -> dict[tuple[str, int], tuple[int, torch.Tensor]]:
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+    found = {}
+    for batch in loader:
+        for i in range(batch.mask.shape[0]):
+            found[batch.fname[i], int(batch.slice_num[i])] = (
+                int(batch.acceleration[i]),
+                batch.mask[i].reshape(-1),
+            )
+    return found
+
+
+def test_training_masks_exact_accelerations_and_seeds(root: Path) -> None:
+    dm = _module(root, accelerations=[4, 32], seed=3)
+    epochs = [_train_masks(dm, e) for e in range(4)]
+    drawn = [acc for epoch in epochs for acc, _ in epoch.values()]
+    assert set(drawn) == {4, 32}
+    for epoch in epochs:
+        for acc, mask in epoch.values():  # W = 64..68: x4 samples about 16 lines, x32 about 2
+            lines = int(mask.sum())
+            assert (lines >= 9) if acc == 4 else (lines <= 8), (acc, lines)
+    assert any(epochs[0][k][0] != epochs[1][k][0] for k in epochs[0])  # the acceleration is drawn per epoch
+    one_acc = _module(root, accelerations=[8], seed=3)
+    first, second = _train_masks(one_acc, 0), _train_masks(one_acc, 1)
+    assert all(first[k][0] == 8 for k in first)
+    assert any(
+        not torch.equal(first[k][1], second[k][1]) for k in first
+    )  # so is the mask of one acceleration
+    rerun = _module(root, accelerations=[4, 32], seed=3)
+    for e in (0, 3):
+        again = _train_masks(rerun, e)
+        assert again.keys() == epochs[e].keys()
+        assert all(
+            again[k][0] == epochs[e][k][0] and torch.equal(again[k][1], epochs[e][k][1]) for k in again
+        )
+    other = _train_masks(_module(root, accelerations=[4, 32], seed=4), 0)
+    assert any(not torch.equal(other[k][1], epochs[0][k][1]) for k in other)
+
+
+def test_resume_position_skips_the_trained_batches(root: Path) -> None:
+    dm = _module(root, seed=1)
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(2)  # type: ignore[union-attr]
+    full = [(batch.fname, batch.slice_num.tolist(), batch.mask) for batch in loader]
+    dm.resume_position = (2, 2)
+    resumed_loader = dm.train_dataloader()
+    resumed_loader.batch_sampler.set_epoch(2)  # type: ignore[union-attr]
+    resumed = [(batch.fname, batch.slice_num.tolist(), batch.mask) for batch in resumed_loader]
+    assert len(resumed) == len(full) - 2
+    for (f1, s1, m1), (f2, s2, m2) in zip(full[2:], resumed, strict=True):
+        assert f1 == f2 and s1 == s2 and torch.equal(m1, m2)
+    assert dm.resume_position is None
+
+
+def test_bad_input_is_one_line(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError) as err:
+        _module(tmp_path)
+    _one_line(err, str(tmp_path / "singlecoil_val"), "not found")
+    (tmp_path / "singlecoil_val").mkdir()
+    with pytest.raises(DataFormatError) as err:
+        _module(tmp_path)
+    _one_line(err, str(tmp_path / "singlecoil_val"), "no .h5 files")
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root, mixed)
+    multi = mixed / "singlecoil_val" / "file_multi.h5"
+    formats.write_nyu_file(multi, np.ones((1, 2, 8, 8), np.complex64), np.ones((1, 4, 4), np.float32))
+    with pytest.raises(DataFormatError) as err:
+        _module(mixed)
+    _one_line(err, str(multi), "multi-coil")
+    multi.unlink()
+    test_file = next((mixed / "singlecoil_test").glob("*.h5"))
+    shutil.copy(test_file, mixed / "singlecoil_train" / test_file.name)
+    with pytest.raises(DataFormatError) as err:
+        _module(mixed)
+    _one_line(err, str(mixed / "singlecoil_train" / test_file.name), "mask")
+
+    with pytest.raises(KspacelabError) as err:
+        SingleCoilDataModule(str(root), accelerations=[4, 6])
+    _one_line(err, "accelerations", "[4, 6]")
+    with pytest.raises(KspacelabError) as err:
+        SingleCoilDataModule(str(root)).set_input_spec(InputSpec())
+    _one_line(err, "multicoil")
