@@ -43,7 +43,7 @@ class _ClassicalMethods:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from kspacelab.data.synthetic import simulate_dataset
+    from kspacelab.data.synthetic import PRESETS, simulate_dataset
 
     summary = simulate_dataset(
         args.out,
@@ -54,7 +54,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         annotations=args.annotations,
     )
-    print(f"wrote a {args.preset!r} SNU-layout dataset to {args.out} in {summary.seconds:.1f} s")
+    layout = "NYU single-coil knee" if PRESETS[args.preset].layout == "singlecoil" else "SNU"
+    print(f"wrote a {args.preset!r} {layout}-layout dataset to {args.out} in {summary.seconds:.1f} s")
     return 0
 
 
@@ -317,19 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser(
         "simulate",
-        help="write a synthetic multi-coil dataset in the SNU challenge layout",
+        help="write a synthetic multi-coil (SNU layout) or single-coil (NYU fastMRI knee layout) dataset",
         description="Simulate multi-coil k-space from real anatomy (MNI152 brain, MSK stand-in for knee) and "
-        "write train/val/leaderboard files exactly as the SNU challenge ships them.",
+        "write train/val/leaderboard files exactly as the SNU challenge ships them; or, with --preset singlecoil "
+        "or singlecoil-demo, write NYU single-coil knee files (singlecoil_train/val/test) of an emulated single "
+        "coil: the simulated multi-coil knee data combined with its coil sensitivities before undersampling.",
     )
     sim.add_argument("out", type=Path, help="output dataset root (must be empty or absent)")
     sim.add_argument(
-        "--preset", choices=("demo", "snu"), default="demo", help="geometry preset (default: demo)"
+        "--preset",
+        choices=("demo", "snu", "singlecoil", "singlecoil-demo"),
+        default="demo",
+        help="geometry and layout preset: demo, snu (SNU layout); singlecoil (k-space S x 640 x 368, 320 x 320 "
+        "targets), singlecoil-demo (S x 128 x 80..84, 64 x 64) in the NYU single-coil layout (default: demo)",
     )
     sim.add_argument(
         "--volumes-per-group",
         type=_positive_int,
         default=None,
-        help="training volumes per {brain,knee} x {acc4,acc8} group (default: the preset's)",
+        help="training volumes per {brain,knee} x {acc4,acc8} group, or of singlecoil_train (default: the "
+        "preset's)",
     )
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sim.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")

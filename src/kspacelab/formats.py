@@ -55,6 +55,7 @@ __all__ = [
     "discover_snu",
     "discover_split",
     "is_reconstruction_file",
+    "ismrmrd_header",
     "kspace_shape",
     "natural_key",
     "read_annotations",
@@ -73,6 +74,7 @@ __all__ = [
     "write_error",
     "write_image_file",
     "write_kspace_file",
+    "write_nyu_file",
     "write_reconstruction",
 ]
 
@@ -1063,3 +1065,98 @@ def read_nyu_slice(path: StrPath, index: int) -> tuple[np.ndarray, np.ndarray | 
                 target = np.asarray(tds[i], dtype=np.float32)
                 break
     return kspace, mask, target
+
+
+def ismrmrd_header(
+    encoding_size: tuple[int, int, int],
+    recon_size: tuple[int, int, int],
+    center: int | None = None,
+    maximum: int | None = None,
+) -> bytes:
+    """A minimal ISMRMRD XML header with what :func:`read_nyu_header` (and fastMRI's loader) read.
+
+    Args:
+        encoding_size: ``(x, y, z)`` encoded matrix: ``(H, W, 1)`` of the k-space.
+        recon_size: ``(x, y, z)`` reconstruction matrix: ``(h, w, 1)`` of the target.
+        center, maximum: ``kspace_encoding_step_1`` centre line and last line (defaults ``W // 2`` and ``W - 1``:
+            every phase-encoding line lies in the sampled range, so the padding is ``[0, W)``).
+
+    Returns:
+        UTF-8 XML bytes in the ISMRMRD namespace.
+    """
+    center = encoding_size[1] // 2 if center is None else int(center)
+    maximum = encoding_size[1] - 1 if maximum is None else int(maximum)
+
+    def size(v: tuple[int, int, int]) -> str:
+        return f"<matrixSize><x>{int(v[0])}</x><y>{int(v[1])}</y><z>{int(v[2])}</z></matrixSize>"
+
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f'<ismrmrdHeader xmlns="{ISMRMRD_NAMESPACE}">\n'
+        "  <encoding>\n"
+        f"    <encodedSpace>{size(encoding_size)}</encodedSpace>\n"
+        f"    <reconSpace>{size(recon_size)}</reconSpace>\n"
+        "    <encodingLimits>\n"
+        f"      <kspace_encoding_step_1><minimum>0</minimum><maximum>{maximum}</maximum><center>{center}</center>"
+        "</kspace_encoding_step_1>\n"
+        "    </encodingLimits>\n"
+        "  </encoding>\n"
+        "</ismrmrdHeader>\n"
+    ).encode()
+
+
+def write_nyu_file(
+    path: StrPath,
+    kspace: np.ndarray,
+    target: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    attrs: Mapping[str, str | int | float] | None = None,
+    header: str | bytes | None = None,
+) -> None:
+    """Write one NYU fastMRI file atomically (as :func:`atomic_h5`), readable by :func:`read_nyu_header`,
+    :func:`read_nyu_slice` and fastMRI's own ``SliceDataset``.
+
+    Args:
+        path: output ``.h5`` file.
+        kspace: complex ``(S, H, W)`` single-coil or ``(S, C, H, W)`` multi-coil, stored as complex64 ``kspace``.
+        target: float ``(S, h, w)``, stored as float32 ``reconstruction_esc`` (single-coil) or
+            ``reconstruction_rss`` (multi-coil); None for a test file.
+        mask: ``(W,)`` 0/1 or bool sampling mask of an undersampled (test) file, stored as bool ``mask``.
+        attrs: file attributes (``acquisition``, ``max``, ``norm``, ``patient_id``, ``acceleration``,
+            ``num_low_frequency``, ...): strings, ints or floats.
+        header: the ``ismrmrd_header`` XML; None builds one (:func:`ismrmrd_header`) from the k-space size and
+            the target's size, which a file without a target must then state here.
+
+    Raises:
+        ValueError: bad shapes, dtypes or values, or a header that cannot be parsed (nothing is written).
+    """
+    k = np.asarray(kspace)
+    if not np.iscomplexobj(k) or k.ndim not in (3, 4):
+        raise ValueError(f"kspace must be complex (S, H, W) or (S, C, H, W), got {k.dtype} {k.shape}")
+    datasets: dict[str, np.ndarray] = {"kspace": k.astype(np.complex64, copy=False)}
+    if target is not None:
+        t = np.asarray(target)
+        if np.iscomplexobj(t) or t.ndim != 3 or t.shape[0] != k.shape[0]:
+            raise ValueError(f"target must be real (S, h, w) with S={k.shape[0]}, got {t.dtype} {t.shape}")
+        datasets[NYU_TARGET_KEYS[0] if k.ndim == 4 else NYU_TARGET_KEYS[1]] = t.astype(np.float32, copy=False)
+    if mask is not None:
+        m = np.asarray(mask).reshape(-1)
+        if m.shape[0] != k.shape[-1] or not np.isin(m, (0, 1)).all():
+            raise ValueError(f"mask must be 0/1 of length W={k.shape[-1]}, got shape {np.shape(mask)}")
+        datasets["mask"] = m.astype(bool)
+    if header is None:
+        if target is None:
+            raise ValueError("a file without a target needs header= (it states the reconstruction size)")
+        t_shape = datasets[NYU_TARGET_KEYS[0] if k.ndim == 4 else NYU_TARGET_KEYS[1]].shape
+        header = ismrmrd_header((k.shape[-2], k.shape[-1], 1), (t_shape[-2], t_shape[-1], 1))
+    raw = header.encode() if isinstance(header, str) else bytes(header)
+    try:
+        _parse_ismrmrd(raw, path)
+    except DataFormatError as err:
+        raise ValueError(err.problem) from None
+    with atomic_h5(path) as f:
+        for key, data in datasets.items():
+            f.create_dataset(key, data=data)
+        f.create_dataset("ismrmrd_header", data=np.bytes_(raw))
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kspacelab.data.dataset import ShapeGroupedBatchSampler, SliceDataset, SnuDataModule, seed_worker
+    from kspacelab.data.singlecoil import SingleCoilDataModule
     from kspacelab.data.transforms import SliceTransform
 
 __all__ = [
     "ShapeGroupedBatchSampler",
+    "SingleCoilDataModule",
     "SliceDataset",
     "SliceTransform",
     "SnuDataModule",
@@ -23,6 +25,7 @@ __all__ = [
 
 _HOME = {
     "ShapeGroupedBatchSampler": "kspacelab.data.dataset",
+    "SingleCoilDataModule": "kspacelab.data.singlecoil",
     "SliceDataset": "kspacelab.data.dataset",
     "SnuDataModule": "kspacelab.data.dataset",
     "seed_worker": "kspacelab.data.dataset",

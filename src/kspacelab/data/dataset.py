@@ -5,7 +5,9 @@
   lazily per item (no HDF5 handle is kept, so it works in forked DataLoader workers).
 * :class:`ShapeGroupedBatchSampler`: batches of items with equal shapes (k-space sizes differ between
   volumes), deterministic per-epoch shuffling, split evenly across DDP ranks.
-* :class:`SnuDataModule`: train/val loaders of an SNU dataset root for Lightning.
+* :class:`ShapeGroupedDataModule`: the loaders (and mid-epoch resume) every data module shares;
+  :class:`SnuDataModule`: train/val loaders of an SNU dataset root for Lightning (the single-coil one is
+  :class:`kspacelab.data.singlecoil.SingleCoilDataModule`).
 
 Note for the Trainer: Lightning cannot inject its own distributed sampler into a custom batch sampler,
 so DDP runs need ``Trainer(use_distributed_sampler=False)``; :class:`ShapeGroupedBatchSampler` splits the
@@ -37,7 +39,14 @@ from kspacelab.data.transforms import DEFAULT_CROP_SIZE, SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import MAX_BOXES, InputSpec, ReconSample, no_boxes
 
-__all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
+__all__ = [
+    "ShapeGroupedBatchSampler",
+    "ShapeGroupedDataModule",
+    "SliceDataset",
+    "SnuDataModule",
+    "nyu_volumes",
+    "seed_worker",
+]
 
 Layout = Literal["snu", "nyu"]
 
@@ -110,6 +119,27 @@ def _nyu_info(volume: formats.Volume) -> _VolumeInfo:
         if target is not None:
             target_shape = (int(target.shape[-2]), int(target.shape[-1]))
     return _VolumeInfo(volume, "nyu", info.num_slices, (coils, height, width), target_shape, attrs)
+
+
+def nyu_volumes(
+    folder: str | os.PathLike[str], split: str = "nyu"
+) -> list[tuple[formats.Volume, formats.NyuInfo]]:
+    """The files of an NYU fastMRI folder (:func:`kspacelab.formats.discover_nyu`, natural order) as volumes for
+    ``SliceDataset(layout="nyu")``, each with its header; the anatomy comes from the file name or the
+    ``acquisition`` attr (``""`` if neither tells)."""
+    found = []
+    for path in formats.discover_nyu(folder):
+        header = formats.read_nyu_header(path)
+        volume = formats.Volume(
+            name=path.name,
+            kspace_path=path,
+            image_path=None,
+            anatomy=_nyu_anatomy(path.name, header.acquisition),
+            acceleration=None,
+            split=split,
+        )
+        found.append((volume, header))
+    return found
 
 
 def _sample_volumes(volumes: Sequence[formats.Volume], sample_rate: float, seed: int) -> list[formats.Volume]:
@@ -214,19 +244,7 @@ class SliceDataset(Dataset[ReconSample]):
         The anatomy comes from the file name or the ``acquisition`` attr (``""`` if neither tells); the
         crop size is the target's shape, or the header's recon size for files without a target.
         """
-        volumes = []
-        for path in formats.discover_nyu(folder):
-            header = formats.read_nyu_header(path)
-            volumes.append(
-                formats.Volume(
-                    name=path.name,
-                    kspace_path=path,
-                    image_path=None,
-                    anatomy=_nyu_anatomy(path.name, header.acquisition),
-                    acceleration=None,
-                    split="nyu",
-                )
-            )
+        volumes = [volume for volume, _ in nyu_volumes(folder)]
         return cls(volumes, transform, sample_rate, seed, layout="nyu")
 
     def __len__(self) -> int:
@@ -485,7 +503,61 @@ def seed_worker(worker_id: int) -> None:
         reseed(seed)
 
 
-class SnuDataModule(pl.LightningDataModule):
+class ShapeGroupedDataModule(pl.LightningDataModule):
+    """What the data modules share: the model's input spec, and train/val loaders of shape-grouped batches
+    (:class:`ShapeGroupedBatchSampler`; training shuffled per ``seed`` and epoch, with ``(index, epoch)`` items) that
+    resume mid-epoch at :attr:`resume_position` (set by :class:`~kspacelab.training.resume.ExactResume`).
+
+    Subclasses set the attributes below in ``__init__`` and build :attr:`train_dataset` / :attr:`val_dataset` in
+    ``setup``.
+    """
+
+    batch_size: int
+    num_workers: int
+    seed: int
+    input_spec: InputSpec
+    train_dataset: SliceDataset | None
+    val_dataset: SliceDataset | None
+    #: ``(epoch, batches)`` already trained when resuming mid-epoch (set by :class:`ExactResume`).
+    resume_position: tuple[int, int] | None
+
+    def set_input_spec(self, spec: InputSpec) -> None:
+        """Prepare inputs as ``spec`` says (the model's :meth:`~kspacelab.models.base.ReconModel.input_spec` with
+        the recipe's readout crop); call before :meth:`setup`."""
+        self.input_spec = spec
+
+    def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[ReconSample]:
+        if dataset is None:
+            raise RuntimeError("call setup('fit') (or setup('validate')) before asking for a dataloader")
+        sampler = ShapeGroupedBatchSampler(
+            dataset.shape_keys(),
+            self.batch_size,
+            shuffle=train,
+            seed=self.seed,
+            drop_last=False,
+            with_epoch=train,
+        )
+        if train and self.resume_position is not None:
+            sampler.skip_once(*self.resume_position)
+            self.resume_position = None
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
+        )
+
+    def train_dataloader(self) -> DataLoader[ReconSample]:
+        """Shuffled shape-grouped batches of the training slices."""
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader[ReconSample]:
+        """Shape-grouped batches of the validation slices in file order (not shuffled)."""
+        return self._loader(self.val_dataset, train=False)
+
+
+class SnuDataModule(ShapeGroupedDataModule):
     """Train/val loaders of an SNU dataset root (``ROOT/train``, ``ROOT/val``).
 
     Training masks: the file's (``use_file_mask``) or ``mask_type`` drawn with the mask function's RNG
@@ -631,11 +703,6 @@ class SnuDataModule(pl.LightningDataModule):
         every training sample goes through; :meth:`SliceTransform.set_epoch` selects the epoch."""
         return self._transform(train=True)
 
-    def set_input_spec(self, spec: InputSpec) -> None:
-        """Prepare inputs as ``spec`` says (the model's :meth:`~kspacelab.models.base.ReconModel.input_spec` with
-        the recipe's readout crop); call before :meth:`setup`."""
-        self.input_spec = spec
-
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets: train and val for ``"fit"`` (or None), val for ``"validate"``."""
         if stage in (None, "fit", "validate"):
@@ -656,33 +723,3 @@ class SnuDataModule(pl.LightningDataModule):
                 volume_max_area=True,
                 lesion_boxes=True,
             )
-
-    def _loader(self, dataset: SliceDataset | None, train: bool) -> DataLoader[ReconSample]:
-        if dataset is None:
-            raise RuntimeError("call setup('fit') (or setup('validate')) before asking for a dataloader")
-        sampler = ShapeGroupedBatchSampler(
-            dataset.shape_keys(),
-            self.batch_size,
-            shuffle=train,
-            seed=self.seed,
-            drop_last=False,
-            with_epoch=train,
-        )
-        if train and self.resume_position is not None:
-            sampler.skip_once(*self.resume_position)
-            self.resume_position = None
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker,
-        )
-
-    def train_dataloader(self) -> DataLoader[ReconSample]:
-        """Shuffled shape-grouped batches of the training slices (train split, plus val when merged)."""
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader[ReconSample]:
-        """Shape-grouped batches of the validation slices in file order (not shuffled)."""
-        return self._loader(self.val_dataset, train=False)

@@ -20,6 +20,13 @@ reconstruction of it (``image_grappa``, :func:`kspacelab.classical.grappa.grappa
 sampled k-space (``image_label``), all centre-cropped (zero-padded where ``W`` is smaller) to ``crop x crop``.
 The mask is the organiser rule :func:`kspacelab.masks.snu_mask`. Every volume has its own random generator,
 seeded from ``(seed, split, file name)``, so a dataset is reproducible and independent of generation order.
+
+Single-coil presets (``singlecoil``: k-space ``(S, 640, 368)``, 320 x 320 targets; ``singlecoil-demo``: ``(S, 128,
+80..84)``, 64 x 64) write the NYU fastMRI single-coil knee layout instead. The single coil is emulated: the
+multi-coil knee volume of steps 1-4 (noise included) is combined before any undersampling with the known coil
+sensitivities, ``x = sum_c conj(S_c) x_c / sqrt(sum_c |S_c|^2)`` (:func:`emulate_single_coil`), and transformed
+back into one k-space; the target ``reconstruction_esc`` is ``|ifft2c(k)|`` centre-cropped, its volume maximum
+drawn in ``knee_max`` (2e-4..5e-4 for these presets, the order of the NYU single-coil knee targets).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -47,18 +55,32 @@ from kspacelab.challenge import (
 )
 from kspacelab.classical.grappa import grappa_image
 from kspacelab.classical.zero_filled import zero_filled_image
-from kspacelab.data.phantoms import ObjectVolume, brain_volume, coil_array, knee_volume, smooth_field
+from kspacelab.data.phantoms import (
+    CoilArray,
+    ObjectVolume,
+    brain_volume,
+    coil_array,
+    knee_volume,
+    smooth_field,
+)
 from kspacelab.errors import KspacelabError
-from kspacelab.masks import snu_mask
-from kspacelab.physics import center_crop, fft2c, rss_complex
+from kspacelab.masks import fname_seed, single_coil_mask_func, snu_mask
+from kspacelab.physics import center_crop, fft2c, ifft2c, rss_complex, sens_reduce
+
+#: Layouts a preset can write: the SNU challenge's or the NYU fastMRI single-coil knee layout.
+Layout = Literal["snu", "singlecoil"]
 
 __all__ = [
     "PRESETS",
+    "SINGLE_COIL_SPLITS",
     "Anatomy",
     "SimulatedVolume",
     "SimulationPreset",
     "SimulationSummary",
+    "SingleCoilVolume",
+    "emulate_single_coil",
     "simulate_dataset",
+    "simulate_single_coil_volume",
     "simulate_volume",
     "volume_rng",
 ]
@@ -86,6 +108,10 @@ class SimulationPreset:
             coil-image magnitude over the anatomy.
         brain_max, knee_max: range of the volume maximum of ``image_label`` (the file attr ``max``).
         brain_spacing_mm: range of the brain slice distance in mm (template voxels are 1 mm).
+        layout: ``"snu"`` (the SNU challenge layout, both anatomies) or ``"singlecoil"`` (the NYU fastMRI
+            single-coil knee layout, :func:`simulate_single_coil_volume`: only the ``knee_*`` fields and ``crop``
+            are used; ``train_volumes`` and ``val_volumes`` count the volumes of those splits, and the test split
+            has ``leaderboard_volumes`` files per test acceleration 4 and 8).
     """
 
     name: str
@@ -105,6 +131,7 @@ class SimulationPreset:
     brain_max: tuple[float, float] = (4.0e-4, 6.0e-4)
     knee_max: tuple[float, float] = (1.0e-4, 1.3e-4)
     brain_spacing_mm: tuple[float, float] = (4.0, 6.0)
+    layout: Layout = "snu"
 
     def max_range(self, anatomy: Anatomy) -> tuple[float, float]:
         """Range of the ``max`` attr for ``anatomy``."""
@@ -143,6 +170,34 @@ PRESETS: dict[str, SimulationPreset] = {
         leaderboard_volumes=2,
     ),
 }
+# NYU fastMRI single-coil knee layout: k-space (S, 640, 368), 320 x 320 targets (the brain fields are unused)
+PRESETS["singlecoil"] = dataclasses.replace(
+    PRESETS["snu"],
+    name="singlecoil",
+    layout="singlecoil",
+    knee_height=640,
+    knee_widths=(368, 368),
+    crop=320,
+    knee_coils=(15,),
+    knee_slices=(12, 16),
+    train_volumes=5,
+    val_volumes=2,
+    leaderboard_volumes=1,
+    knee_max=(2.0e-4, 5.0e-4),
+)
+# the same layout at a geometry a small U-Net trains on in seconds per epoch on 2 CPU cores
+PRESETS["singlecoil-demo"] = dataclasses.replace(
+    PRESETS["singlecoil"],
+    name="singlecoil-demo",
+    knee_height=128,
+    knee_widths=(80, 84),
+    crop=64,
+    knee_coils=(8,),
+    knee_slices=(4, 6),
+    train_volumes=10,
+    val_volumes=2,
+    leaderboard_volumes=1,
+)
 
 
 @dataclass(frozen=True)
@@ -228,21 +283,16 @@ def _object(anatomy: Anatomy, preset: SimulationPreset, rng: np.random.Generator
     return knee_volume(rng, height, width, slices), coils
 
 
-def simulate_volume(
-    anatomy: Anatomy, acc: int, rng: np.random.Generator, preset: SimulationPreset | str = "demo"
-) -> SimulatedVolume:
-    """Simulate one volume (see the module docstring for the model).
-
-    Args:
-        anatomy: ``"brain"`` or ``"knee"`` (the knee class is a stand-in, see :mod:`kspacelab.data.phantoms`).
-        acc: acceleration of the organiser mask (4 or 8).
-        rng: the volume's random generator (e.g. :func:`volume_rng`).
-        preset: a :class:`SimulationPreset` or the name of one in :data:`PRESETS`.
+def _coil_scan(
+    anatomy: Anatomy, preset: SimulationPreset, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, CoilArray]:
+    """Steps 1-4 of the module docstring: the fully sampled multi-coil k-space of one new volume.
 
     Returns:
-        :class:`SimulatedVolume`; ``image_label.max()`` lies in ``preset.max_range(anatomy)``.
+        ``(kspace, label, coils)``: complex64 ``(S, C, H, W)``; float32 ``(S, crop, crop)`` RSS of ``kspace``
+        (centre crop), whose maximum is the drawn target in ``preset.max_range(anatomy)``; the coil array whose
+        :meth:`~kspacelab.data.phantoms.CoilArray.maps` the coil images were multiplied by.
     """
-    preset = _preset(preset)
     obj, n_coils = _object(anatomy, preset, rng)
     coils = coil_array(rng, n_coils, obj)
     n_slices, height, width = obj.magnitude.shape
@@ -282,8 +332,27 @@ def simulate_volume(
     factor = target / float(label.max())  # exact maximum after the noise (RSS and GRAPPA are homogeneous)
     kspace *= np.complex64(factor)
     label *= np.float32(factor)
+    return kspace, label, coils
 
-    mask = snu_mask(width, acc)
+
+def simulate_volume(
+    anatomy: Anatomy, acc: int, rng: np.random.Generator, preset: SimulationPreset | str = "demo"
+) -> SimulatedVolume:
+    """Simulate one volume (see the module docstring for the model).
+
+    Args:
+        anatomy: ``"brain"`` or ``"knee"`` (the knee class is a stand-in, see :mod:`kspacelab.data.phantoms`).
+        acc: acceleration of the organiser mask (4 or 8).
+        rng: the volume's random generator (e.g. :func:`volume_rng`).
+        preset: a :class:`SimulationPreset` or the name of one in :data:`PRESETS`.
+
+    Returns:
+        :class:`SimulatedVolume`; ``image_label.max()`` lies in ``preset.max_range(anatomy)``.
+    """
+    preset = _preset(preset)
+    kspace, label, _ = _coil_scan(anatomy, preset, rng)
+    crop = (preset.crop, preset.crop)
+    mask = snu_mask(kspace.shape[-1], acc)
     undersampled = kspace * mask.astype(np.complex64)
     return SimulatedVolume(
         kspace=kspace,
@@ -293,6 +362,82 @@ def simulate_volume(
         image_label=label,
         anatomy=anatomy,
         acc=acc,
+    )
+
+
+#: Split folders of the single-coil layout (fastMRI's folder names).
+SINGLE_COIL_SPLITS = ("singlecoil_train", "singlecoil_val", "singlecoil_test")
+#: Accelerations of the single-coil test files, alternating file by file as in fastMRI's test set.
+SINGLE_COIL_TEST_ACCELERATIONS = (4, 8)
+
+
+@dataclass(frozen=True)
+class SingleCoilVolume:
+    """One simulated single-coil knee volume (an emulated single coil, :func:`emulate_single_coil`).
+
+    Attributes:
+        kspace: complex64 ``(S, H, W)``, fully sampled.
+        target: float32 ``(S, crop, crop)``: ``|ifft2c(kspace)|`` centre-cropped (fastMRI's
+            ``reconstruction_esc``); its maximum lies in ``preset.knee_max``.
+    """
+
+    kspace: np.ndarray
+    target: np.ndarray
+
+
+def emulate_single_coil(kspace: np.ndarray, coils: CoilArray, crop: tuple[int, int]) -> SingleCoilVolume:
+    """Combine fully sampled multi-coil k-space into one emulated coil.
+
+    Per slice, the coil images ``x_c = ifft2c(k_c)`` are combined with the known sensitivities ``S_c``
+    (sensitivity-weighted, Roemer combination): ``x = sum_c conj(S_c) x_c / sqrt(sum_c |S_c|^2)``. Noise-free,
+    ``|x|`` equals the root-sum-of-squares image; the weights have unit norm per pixel, so each coil's white noise
+    of standard deviation ``sigma`` passes through as white noise of the same ``sigma``. The single-coil k-space
+    is ``fft2c(x)`` and the target ``|ifft2c(fft2c(x))|`` centre-cropped to ``crop``.
+
+    Args:
+        kspace: complex64 ``(S, C, H, W)``, fully sampled.
+        coils: the coil array the k-space was simulated with (its :meth:`~CoilArray.maps` give ``S_c``).
+        crop: ``(h, w)`` of the target.
+
+    Returns:
+        :class:`SingleCoilVolume` at the multi-coil data's scale (unscaled).
+    """
+    n_slices, _, height, width = kspace.shape
+    single = np.empty((n_slices, height, width), dtype=np.complex64)
+    target = np.empty((n_slices, *crop), dtype=np.float32)
+    for s in range(n_slices):
+        maps = torch.from_numpy(coils.maps(height, width, s))[None]
+        combined = sens_reduce(torch.from_numpy(kspace[s])[None], maps)[0, 0]
+        combined = combined / rss_complex(maps[0], dim=0).clamp_min(torch.finfo(torch.float32).tiny)
+        k = fft2c(combined)
+        single[s] = k.numpy()
+        target[s] = center_crop(ifft2c(k).abs(), crop).numpy()
+    return SingleCoilVolume(kspace=single, target=target)
+
+
+def simulate_single_coil_volume(
+    rng: np.random.Generator, preset: SimulationPreset | str = "singlecoil-demo"
+) -> SingleCoilVolume:
+    """Simulate one single-coil knee volume: the multi-coil knee volume of ``preset`` (module docstring, steps
+    1-4, noise included), combined into an emulated single coil (:func:`emulate_single_coil`) and rescaled so the
+    target's volume maximum is the drawn target in ``preset.knee_max``.
+
+    Args:
+        rng: the volume's random generator (e.g. :func:`volume_rng`).
+        preset: a :class:`SimulationPreset` or the name of one in :data:`PRESETS` (its knee geometry).
+
+    Returns:
+        :class:`SingleCoilVolume`: ``kspace`` complex64 ``(S, knee_height, W)``, ``target`` float32
+        ``(S, crop, crop)``.
+    """
+    spec = _preset(preset)
+    kspace, label, coils = _coil_scan(KNEE, spec, rng)
+    volume = emulate_single_coil(kspace, coils, (spec.crop, spec.crop))
+    factor = float(label.max()) / float(
+        volume.target.max()
+    )  # the drawn maximum (RSS and |x| differ by noise)
+    return SingleCoilVolume(
+        kspace=volume.kspace * np.complex64(factor), target=volume.target * np.float32(factor)
     )
 
 
@@ -307,14 +452,14 @@ def _preset(preset: SimulationPreset | str) -> SimulationPreset:
 
 @dataclass(frozen=True)
 class _Job:
-    split: str  # train | val | leaderboard/acc4 | leaderboard/acc8
+    split: str  # train | val | leaderboard/acc4 | leaderboard/acc8 | singlecoil_{train,val,test}
     name: str
     anatomy: Anatomy
-    acc: int
+    acc: int  # 0: fully sampled single-coil file
 
     @property
     def undersampled(self) -> bool:
-        return self.split.startswith("leaderboard")
+        return self.split.startswith("leaderboard") or self.split == SINGLE_COIL_SPLITS[2]
 
 
 def _jobs(preset: SimulationPreset, n_train: int) -> list[_Job]:
@@ -331,6 +476,60 @@ def _jobs(preset: SimulationPreset, n_train: int) -> list[_Job]:
                 for i in range(1, preset.leaderboard_volumes + 1)
             ]
     return jobs
+
+
+def _single_coil_jobs(preset: SimulationPreset, n_train: int) -> list[_Job]:
+    """Volumes of the single-coil layout, named as fastMRI's files (``file1000001``, ...) and numbered on across
+    the splits; the test files alternate between the accelerations 4 and 8."""
+    train, val, test = SINGLE_COIL_SPLITS
+    n_test = preset.leaderboard_volumes * len(SINGLE_COIL_TEST_ACCELERATIONS)
+    splits = [train] * n_train + [val] * preset.val_volumes + [test] * n_test
+    jobs, tests = [], 0
+    for number, split in enumerate(splits, start=1000001):
+        acc = 0
+        if split == test:
+            acc = SINGLE_COIL_TEST_ACCELERATIONS[tests % len(SINGLE_COIL_TEST_ACCELERATIONS)]
+            tests += 1
+        jobs.append(_Job(split, f"file{number}", KNEE, acc))
+    return jobs
+
+
+def _write_single_coil(path: Path, job: _Job, volume: SingleCoilVolume, seed: int) -> None:
+    """One NYU single-coil knee file (:func:`kspacelab.formats.write_nyu_file`): fully sampled k-space and the
+    ``reconstruction_esc`` target, or for a test file the k-space under fastMRI's random mask of the job's
+    acceleration seeded with the file name (:func:`kspacelab.masks.single_coil_mask_func`), its ``mask``, attrs
+    ``acceleration`` and ``num_low_frequency``, and no target."""
+    _, height, width = volume.kspace.shape
+    crop = volume.target.shape[-2:]
+    attrs: dict[str, str | int | float] = {
+        "acquisition": "CORPD_FBK",
+        "max": float(volume.target.max()),
+        "norm": float(np.linalg.norm(volume.target.astype(np.float64).ravel())),
+        "patient_id": hashlib.sha256(f"{seed}/{job.name}".encode()).hexdigest(),
+    }
+    header = formats.ismrmrd_header((height, width, 1), (crop[0], crop[1], 1))
+    if not job.undersampled:
+        formats.write_nyu_file(path, volume.kspace, volume.target, attrs=attrs, header=header)
+        return
+    mask, num_low = single_coil_mask_func(job.acc).sample_lines(width, seed=fname_seed(path.name))
+    attrs.update(acceleration=job.acc, num_low_frequency=num_low)
+    kspace = volume.kspace * mask.astype(np.complex64)
+    formats.write_nyu_file(path, kspace, mask=mask, attrs=attrs, header=header)
+
+
+def _simulate_single_coil_dataset(
+    summary: SimulationSummary, preset: SimulationPreset, n_train: int, seed: int, progress: bool
+) -> None:
+    """Write the single-coil layout into ``summary.out_dir`` (all files or none) and count them in ``summary``."""
+    with formats.all_or_nothing() as outputs:
+        jobs = _single_coil_jobs(preset, n_train)
+        for job in tqdm(jobs, desc=f"simulate {preset.name}", unit="volume", disable=not progress):
+            volume = simulate_single_coil_volume(volume_rng(seed, job.split, job.name), preset)
+            _write_single_coil(
+                outputs.claim(summary.out_dir / job.split / f"{job.name}.h5"), job, volume, seed
+            )
+            summary.files[job.split] = summary.files.get(job.split, 0) + 1
+            summary.volumes[job.split] = summary.volumes.get(job.split, 0) + 1
 
 
 #: Lesion-box rules of the 2026 challenge's annotations: sides over 16 pixels, a few boxes per slice.
@@ -392,7 +591,14 @@ def simulate_dataset(
         OUT/val/{image,kspace}/{brain|knee}_acc{4|8}_{i}.h5          i = N_train+1..N_train+N_val
         OUT/leaderboard/acc{4|8}/{image,kspace}/{brain|knee}_test{i}.h5
 
-    Train/val k-space is fully sampled; leaderboard k-space is already multiplied by the mask (and a given
+    or, for a preset of ``layout="singlecoil"``, in the NYU fastMRI single-coil knee layout::
+
+        OUT/singlecoil_train/file{n}.h5     N_train files, fully sampled, target reconstruction_esc
+        OUT/singlecoil_val/file{n}.h5       N_val files, as train
+        OUT/singlecoil_test/file{n}.h5      2 x leaderboard_volumes files, undersampled, acceleration 4, 8, 4, ...
+
+    (:func:`simulate_single_coil_volume`, :func:`_write_single_coil`; ``n`` counts on from 1000001 over the
+    splits). Train/val k-space is fully sampled; leaderboard k-space is already multiplied by the mask (and a given
     name is a different scan in ``acc4`` and ``acc8``). Files are written atomically, volume by volume; a run that
     fails or is interrupted removes the files (and folders) it created, and an OS error while writing (read-only
     folder, disk full, a file in place of a folder) is a one-line :class:`KspacelabError`.
@@ -400,13 +606,16 @@ def simulate_dataset(
     Args:
         out_dir: dataset root; must be absent or empty unless ``overwrite`` (files of the same name are then
             replaced, other files are left alone).
-        preset: :class:`SimulationPreset` or a name in :data:`PRESETS` (``"demo"``, ``"snu"``).
-        volumes_per_group: training volumes per ``{brain,knee} x {acc4,acc8}`` group (default: the preset's).
+        preset: :class:`SimulationPreset` or a name in :data:`PRESETS` (``"demo"``, ``"snu"``, ``"singlecoil"``,
+            ``"singlecoil-demo"``).
+        volumes_per_group: training volumes per ``{brain,knee} x {acc4,acc8}`` group, or of the single-coil
+            training split (default: the preset's).
         seed: dataset seed (>= 0); the same seed gives byte-identical arrays.
         progress: show a tqdm progress bar over volumes.
         overwrite: allow a non-empty ``out_dir``.
         annotations: give the knee-class image files the 2026 challenge's ``attrs['annotations']``: boxes over
-            bright structures (:func:`structure_boxes`), so that ``evaluate --metric snu2026`` runs end to end.
+            bright structures (:func:`structure_boxes`), so that ``evaluate --metric snu2026`` runs end to end
+            (SNU layout only).
 
     Returns:
         :class:`SimulationSummary`.
@@ -435,8 +644,19 @@ def simulate_dataset(
     n_train = spec.train_volumes if volumes_per_group is None else int(volumes_per_group)
     if n_train < 1:
         raise KspacelabError(f"volumes_per_group must be >= 1, got {volumes_per_group}")
+    if spec.layout not in ("snu", "singlecoil"):
+        raise KspacelabError(
+            f"preset {spec.name!r}: unknown layout {spec.layout!r}; choose 'snu' or 'singlecoil'"
+        )
+    if spec.layout == "singlecoil" and annotations:
+        raise KspacelabError(f"preset {spec.name!r}: annotations belong to the SNU layout's image files")
 
     summary = SimulationSummary(out_dir=out)
+    if spec.layout == "singlecoil":
+        _simulate_single_coil_dataset(summary, spec, n_train, seed, progress)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
     jobs = _jobs(spec, n_train)
     with formats.all_or_nothing() as outputs:
         for job in tqdm(jobs, desc=f"simulate {spec.name}", unit="volume", disable=not progress):
