@@ -3,7 +3,7 @@
 ``fit(configs, overrides, run_dir)`` merges the recipes (:mod:`kspacelab.training.recipes`), picks the Lightning
 module and data module from the task of ``model.model_name`` in the model registry (reconstruction: the
 :class:`~kspacelab.training.module.ReconModule` on an SNU dataset; anatomy_classifier: the classifier on labelled
-images), validates the whole configuration against their signatures (a misspelt key is one line naming it), hands
+images; singlecoil and generative: :mod:`kspacelab.training.singlecoil` on NYU single-coil files), validates the whole configuration against their signatures (a misspelt key is one line naming it), hands
 the data module the model's :class:`~kspacelab.models.base.InputSpec` and trains. The run folder receives
 ``checkpoints/{last,best}.ckpt`` (written atomically; with ``checkpoint: {keep_every_epoch: true}`` also one
 ``checkpoints/epoch{N:03d}.ckpt`` per epoch), ``logs/`` (CSV, and TensorBoard when installed), ``loss_log.npy``
@@ -39,6 +39,7 @@ from torch import nn
 
 from kspacelab.data.anatomy import AnatomyDataModule
 from kspacelab.data.dataset import SnuDataModule
+from kspacelab.data.singlecoil import SingleCoilDataModule
 from kspacelab.errors import KspacelabError
 from kspacelab.models import model_entry
 from kspacelab.models.base import check_config
@@ -48,6 +49,7 @@ from kspacelab.training.classifier import ClassifierModule
 from kspacelab.training.epochs import LossLog, every_epoch_checkpoint
 from kspacelab.training.module import MONITOR, ReconModule
 from kspacelab.training.resume import AtomicCheckpointIO, ExactResume, LastCheckpoint
+from kspacelab.training.singlecoil import GenerativeModule, SingleCoilModule
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -68,6 +70,8 @@ _RUN_MARKER = "kspacelab-run.json"
 _TRAINING_CLASSES: dict[str, tuple[type[L.LightningModule], type[L.LightningDataModule]]] = {
     "reconstruction": (ReconModule, SnuDataModule),
     "anatomy_classifier": (ClassifierModule, AnatomyDataModule),
+    "singlecoil": (SingleCoilModule, SingleCoilDataModule),
+    "generative": (GenerativeModule, SingleCoilDataModule),
 }
 
 
