@@ -559,10 +559,13 @@ def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float
     """Peak signal-to-noise ratio in dB over the whole volume, ``10 log10(maxval^2 / MSE)``.
 
     ``maxval`` (data range) defaults to ``gt.max()``, as in fastMRI's evaluate script; computed in float64.
+    A perfect prediction (MSE 0) gives ``inf``, as fastMRI's (scikit-image's) PSNR does.
     """
     g, p = _check_volumes(gt, pred)
     data_range = float(g.max()) if maxval is None else float(maxval)
     mse = float(np.mean((g - p) ** 2))
+    if mse == 0:
+        return math.inf
     return float(10.0 * np.log10(data_range**2 / mse))
 
 

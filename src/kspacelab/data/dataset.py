@@ -37,7 +37,7 @@ from kspacelab.data.transforms import DEFAULT_CROP_SIZE, SliceTransform
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import MAX_BOXES, InputSpec, ReconSample, no_boxes
 
-__all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "seed_worker"]
+__all__ = ["ShapeGroupedBatchSampler", "SliceDataset", "SnuDataModule", "nyu_volumes", "seed_worker"]
 
 Layout = Literal["snu", "nyu"]
 
@@ -66,6 +66,26 @@ def _nyu_anatomy(name: str, acquisition: str | None) -> str:
     if acq.startswith("AX"):
         return challenge.BRAIN
     return ""
+
+
+def nyu_volumes(folder: str | os.PathLike[str]) -> list[formats.Volume]:
+    """The files of an NYU fastMRI folder (:func:`kspacelab.formats.discover_nyu`, natural order) as volumes:
+    ``kspace_path`` the file, no image partner, anatomy from the name or the ``acquisition`` attr (``""`` if
+    neither tells), split :data:`kspacelab.formats.NYU_SPLIT`."""
+    volumes = []
+    for path in formats.discover_nyu(folder):
+        header = formats.read_nyu_header(path)
+        volumes.append(
+            formats.Volume(
+                name=path.name,
+                kspace_path=path,
+                image_path=None,
+                anatomy=_nyu_anatomy(path.name, header.acquisition),
+                acceleration=None,
+                split=formats.NYU_SPLIT,
+            )
+        )
+    return volumes
 
 
 def _snu_info(volume: formats.Volume, lesion_boxes: bool = False) -> _VolumeInfo:
@@ -214,20 +234,7 @@ class SliceDataset(Dataset[ReconSample]):
         The anatomy comes from the file name or the ``acquisition`` attr (``""`` if neither tells); the
         crop size is the target's shape, or the header's recon size for files without a target.
         """
-        volumes = []
-        for path in formats.discover_nyu(folder):
-            header = formats.read_nyu_header(path)
-            volumes.append(
-                formats.Volume(
-                    name=path.name,
-                    kspace_path=path,
-                    image_path=None,
-                    anatomy=_nyu_anatomy(path.name, header.acquisition),
-                    acceleration=None,
-                    split="nyu",
-                )
-            )
-        return cls(volumes, transform, sample_rate, seed, layout="nyu")
+        return cls(nyu_volumes(folder), transform, sample_rate, seed, layout="nyu")
 
     def __len__(self) -> int:
         return len(self.items)
