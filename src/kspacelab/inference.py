@@ -458,12 +458,7 @@ def validated_volumes(
     """
     if is_nyu_folder(data):
         if not single_coil:
-            first = formats.discover_nyu(data)[0]
-            raise DataFormatError(
-                first,
-                "an NYU fastMRI file; this reconstruction takes multi-coil SNU folders (kspace/, acc4/, acc8/, a "
-                "dataset root); single-coil NYU folders are reconstructed with --method zero-filled or --checkpoint",
-            )
+            refuse_nyu_folder(data, "this reconstruction")
         from kspacelab.data.dataset import nyu_volumes
 
         groups = {"": nyu_volumes(data)}
@@ -501,6 +496,17 @@ def is_nyu_folder(data: str | Path) -> bool:
     under ``kspace/`` and ``image/``)."""
     base = Path(data)
     return base.is_dir() and any(not p.name.startswith(".") for p in base.glob("*.h5"))
+
+
+def refuse_nyu_folder(data: str | Path, what: str) -> None:
+    """For the paths that take multi-coil SNU data only: a one-line DataFormatError naming the first file of an NYU
+    folder (:func:`is_nyu_folder`), saying that ``what`` (e.g. ``"this reconstruction"``) does not take it."""
+    if is_nyu_folder(data):
+        raise DataFormatError(
+            formats.discover_nyu(data)[0],
+            f"an NYU fastMRI file; {what} takes multi-coil SNU folders (kspace/, acc4/, acc8/, a dataset root); "
+            "single-coil NYU folders are reconstructed with --method zero-filled or --checkpoint",
+        )
 
 
 def validate_nyu_volume(volume: formats.Volume, acceleration: int | None) -> None:
