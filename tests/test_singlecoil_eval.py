@@ -144,11 +144,13 @@ def write_singlecoil(
     slices: int = 2,
     test_mask: np.ndarray | None = None,
     multicoil: bool = False,
+    acceleration: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write an NYU single-coil file as fastMRI ships them: ``kspace`` complex64 ``(S, H, W)`` (fully sampled, or
     masked with ``test_mask`` for a test file, which then has a ``mask`` and no target), target
     ``reconstruction_esc`` float32 ``(S, 32, 32)`` = the centre crop of ``|ifft2c(kspace)|``, ``ismrmrd_header``
-    and attrs. ``multicoil``: ``(S, 2, H, W)`` k-space instead (a file a single-coil run refuses).
+    and attrs (``acceleration`` when given, as test files state it). ``multicoil``: ``(S, 2, H, W)`` k-space
+    instead (a file a single-coil run refuses).
     Returns ``(kspace, target)``."""
     images = _image_volume(rng, slices)
     kspace = physics.fft2c(torch.from_numpy(images)).numpy().astype(np.complex64)
@@ -170,6 +172,8 @@ def write_singlecoil(
         f.attrs["max"] = float(target.max())
         f.attrs["norm"] = float(np.linalg.norm(target))
         f.attrs["patient_id"] = path.stem
+        if acceleration is not None:
+            f.attrs["acceleration"] = acceleration
     return kspace, target
 
 
@@ -340,9 +344,15 @@ def test_single_coil_model_refuses_multi_coil_data(tmp_path: Path) -> None:
 
 
 class _ZeroFilledModel(torch.nn.Module):
-    """A single-coil "model" whose output is the zero-filled magnitude of its input (shows what it was fed)."""
+    """A single-coil "model" whose output is the zero-filled magnitude of its input (shows what it was fed); it
+    records the accelerations of its batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accelerations: set[int] = set()
 
     def reconstruct(self, sample: ReconSample, size: tuple[int, int]) -> torch.Tensor:
+        self.accelerations.update(torch.as_tensor(sample.acceleration).reshape(-1).tolist())
         image = physics.ifft2c(physics.to_complex(sample.masked_kspace[:, 0]))
         return physics.center_crop(image.abs(), size)
 
@@ -351,9 +361,12 @@ def test_model_input_is_masked_as_zero_filled(nyu_val: NyuFolder, tmp_path: Path
     """A single-coil model gets each slice masked with the file's fastMRI validation mask: its zero-filled
     output equals the --method zero-filled reconstruction."""
     folder, files = nyu_val
-    options = ReconOptions(progress=False, acceleration=16)
+    # this file's x4 mask has as many lines as an x8 mask would (an estimate from the lines says 8)
+    files = {**files, "file1000011.h5": write_singlecoil(folder / "file1000011.h5", np.random.default_rng(8))}
+    options = ReconOptions(progress=False, acceleration=4)
+    probe = _ZeroFilledModel()
     loaded = LoadedModel(
-        model=_ZeroFilledModel(),
+        model=probe,
         name="zero_filled_probe",
         config={},
         input_spec=InputSpec(multicoil=False),
@@ -367,8 +380,19 @@ def test_model_input_is_masked_as_zero_filled(nyu_val: NyuFolder, tmp_path: Path
             via_model, formats.read_reconstruction(tmp_path / "method" / name), atol=1e-6
         )
         kspace, _ = files[name]
-        expected = _zero_filled(kspace, _fastmri_mask(name, 16), (CROP, CROP))
+        expected = _zero_filled(kspace, _fastmri_mask(name, 4), (CROP, CROP))
         np.testing.assert_allclose(via_model, expected, rtol=1e-5, atol=1e-6)
+    # the exact acceleration of the drawn masks, whatever their lines suggest
+    assert masks.estimate_acceleration(_fastmri_mask("file1000011.h5", 4), [4, 8, 16, 32]) == 8
+    assert probe.accelerations == {4}
+    # a test file: its own mask, and the acceleration its attrs state
+    probe.accelerations.clear()
+    mask = _fastmri_mask("file1000000.h5", 8)
+    write_singlecoil(
+        tmp_path / "test" / "file1002.h5", np.random.default_rng(6), test_mask=mask, acceleration=16
+    )
+    reconstruct_with_model(tmp_path / "test", tmp_path / "test_out", loaded, ReconOptions(progress=False))
+    assert probe.accelerations == {16}
 
 
 # ------------------------------------------------------------------------------------------ fastMRI scores

@@ -498,6 +498,25 @@ def is_nyu_folder(data: str | Path) -> bool:
     return base.is_dir() and any(not p.name.startswith(".") for p in base.glob("*.h5"))
 
 
+def nyu_acceleration(volume: formats.Volume, acceleration: int | None) -> int | None:
+    """The exact acceleration of an NYU file's undersampling in a run with ``acceleration``
+    (:attr:`ReconOptions.acceleration`): that acceleration for a fully sampled file, a test file's ``acceleration``
+    attr (fastMRI's test files carry it), else None (unknown: the models get an estimate from the mask). None for
+    SNU volumes."""
+    if volume.split != formats.NYU_SPLIT:
+        return None
+    header = formats.read_nyu_header(volume.kspace_path)
+    if not header.has_mask:
+        return acceleration
+    value = header.attrs.get("acceleration")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        raise DataFormatError(
+            volume.kspace_path, f"attribute 'acceleration' is not a number: {value!r}"
+        ) from None
+
+
 def refuse_nyu_folder(data: str | Path, what: str) -> None:
     """For the paths that take multi-coil SNU data only: a one-line DataFormatError naming the first file of an NYU
     folder (:func:`is_nyu_folder`), saying that ``what`` (e.g. ``"this reconstruction"``) does not take it."""
@@ -758,6 +777,7 @@ def reconstruct_with_model(
     out = Path(out)
     nyu = any(vol.split == formats.NYU_SPLIT for _, vol in volumes)
     dataset = SliceDataset([vol for _, vol in volumes], transform, layout="nyu" if nyu else "snu")
+    exact = [nyu_acceleration(vol, options.acceleration) for _, vol in volumes]
     batches = volume_batches(dataset, options.batch_size)
     # one loader for the whole run: with workers, the next slices are read and prepared while the model runs
     loader = torch.utils.data.DataLoader(
@@ -779,6 +799,9 @@ def reconstruct_with_model(
         for indices, batch in zip(batches, loader, strict=True):
             v = dataset.items[indices[0]][0]
             (group, vol), path = volumes[v], files[v]
+            known = exact[v]
+            if known is not None:  # the drawn mask's acceleration, not an estimate from its lines
+                batch = batch._replace(acceleration=torch.full((len(indices),), known))
             size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
             try:
                 with compiled_calls:
