@@ -123,6 +123,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise KspacelabError("--devices and --workers do not go together: choose one")
     if args.model_config is not None and args.checkpoint is None:
         raise KspacelabError("--model-config applies to --checkpoint reconstructions only")
+    if args.acceleration is not None and (args.bundle is not None or args.devices > 1):
+        raise KspacelabError(
+            "--acceleration applies to --method zero-filled and --checkpoint reconstructions on one device"
+        )
     options = ReconOptions(
         device=args.device,
         batch_size=args.batch_size,
@@ -134,6 +138,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         compile=args.compile,
         loader_workers=args.loader_workers,
         started=started,
+        acceleration=args.acceleration,
     )
     decisions = None
     if args.devices > 1:
@@ -174,6 +179,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         summary = reconstruct_dataset(args.data, args.out, args.method, options, workers=args.workers)
         what = args.method
+    if args.acceleration is not None:
+        what += f" at x{args.acceleration}"
     print(
         f"reconstructed {summary.volumes} volumes ({summary.slices} slices) with {what} into {args.out} "
         f"in {summary.seconds:.1f} s ({summary.slices_per_second:.2f} slices/s, "
@@ -199,10 +206,30 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from kspacelab.evaluation import check_json_path, evaluate_leaderboard, evaluate_snu2026, write_json
+    from kspacelab.evaluation import (
+        check_json_path,
+        evaluate_fastmri,
+        evaluate_leaderboard,
+        evaluate_snu2026,
+        write_json,
+    )
 
     if args.json:
         check_json_path(args.json)  # before the evaluation: never replace an input or a foreign file
+    if args.metric == "fastmri":
+        fastmri = evaluate_fastmri(args.leaderboard, args.recon, progress=not args.quiet)
+        if fastmri.timing_note is not None:
+            print(f"warning: {fastmri.timing_note}", file=sys.stderr)
+        print(fastmri.table())
+        means = fastmri.means
+        print(
+            f"mean over {len(fastmri.per_volume)} volumes: NMSE {means['nmse']:.4f}, PSNR {means['psnr']:.2f} dB, "
+            f"SSIM {means['ssim']:.4f}, hallucination index {means['hallucination']:.4f}"
+        )
+        if args.json:
+            write_json(fastmri, args.json)
+            print(f"wrote {args.json}")
+        return 0
     if args.metric == "snu2026":
         scores = evaluate_snu2026(args.leaderboard, args.recon, progress=not args.quiet)
         if scores.timing_note is not None:
@@ -426,9 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruct",
         help="reconstruct a leaderboard or k-space folder into reconstruction files",
         description="Reconstruct every k-space file of a leaderboard root (acc4/, acc8/) or of a folder with "
-        "kspace/ into OUT (dataset 'reconstruction', float32, same file names).",
+        "kspace/ into OUT (dataset 'reconstruction', float32, same file names). A folder of single-coil NYU "
+        "fastMRI files (--method zero-filled or --checkpoint) goes to flat OUT/NAME.h5 at the target size: fully "
+        "sampled files are undersampled with --acceleration, test files use their own mask.",
     )
-    rec.add_argument("--data", type=Path, required=True, help="leaderboard root or folder with kspace/")
+    rec.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="leaderboard root, folder with kspace/, or folder of single-coil NYU .h5 files",
+    )
     rec.add_argument("--out", type=Path, required=True, help="output folder")
     _add_reconstructor(rec)
     rec.add_argument(
@@ -448,6 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --bundle: warn when the projected total time exceeds SECONDS (the challenge allowed 3600)",
     )
     rec.add_argument("--strict", action="store_true", help="with --time-budget: stop instead of warning")
+    rec.add_argument(
+        "--acceleration",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="single-coil NYU folders of fully sampled files: undersample with the fastMRI random mask of "
+        "acceleration N (4, 8, 16 or 32; centre fraction 0.08, 0.04, 0.02, 0.01) seeded from the file name; "
+        "refused for files with their own mask (test files) and for SNU data",
+    )
     rec.add_argument(
         "--precision",
         choices=("32", "bf16", "16"),
@@ -493,22 +536,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="score reconstructions with the exact SNU leaderboard SSIM",
+        help="score reconstructions with the exact SNU leaderboard SSIM (or fastMRI's metrics)",
         description="Foreground-masked SSIM per slice, averaged per acceleration folder; total = mean of acc4 "
-        "and acc8.",
+        "and acc8. With --metric fastmri: NMSE, PSNR, SSIM and the hallucination index of NYU volumes.",
     )
     ev.add_argument(
-        "--leaderboard", type=Path, required=True, help="folder with acc4/image, acc8/image (or image/)"
+        "--leaderboard",
+        type=Path,
+        required=True,
+        help="folder with acc4/image, acc8/image (or image/); with --metric fastmri a folder of NYU files with "
+        "targets (reconstruction_esc or reconstruction_rss)",
     )
     ev.add_argument(
         "--recon", type=Path, required=True, help="folder with acc4/, acc8/ reconstructions (or flat)"
     )
     ev.add_argument(
         "--metric",
-        choices=["snu2025", "snu2026"],
+        choices=["snu2025", "snu2026", "fastmri"],
         default="snu2025",
         help="snu2025: the leaderboard SSIM (default); snu2026: SSIM_full over the foreground pixels and SSIM_bbox "
-        "in the image files' lesion boxes (attrs['annotations']), quality = their mean",
+        "in the image files' lesion boxes (attrs['annotations']), quality = their mean; fastmri: NMSE, PSNR, SSIM "
+        "per volume (fastMRI's evaluate: data range the volume's target maximum) and the hallucination index, "
+        "averaged over the volumes",
     )
     ev.add_argument("--json", type=Path, default=None, help="also write the scores to this JSON file")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,6 +13,9 @@ Layouts accepted for the ground truth (``leaderboard``):
 * a leaderboard root with ``acc4/image/*.h5`` and/or ``acc8/image/*.h5`` -> reconstructions are read from
   ``recon/acc4/NAME.h5`` and ``recon/acc8/NAME.h5``;
 * a single folder with ``image/*.h5`` -> reconstructions are read from ``recon/NAME.h5`` (flat).
+
+:func:`evaluate_fastmri` scores a folder of NYU fastMRI files (targets ``reconstruction_esc`` /
+``reconstruction_rss``) with fastMRI's metrics and the hallucination index; reconstructions ``recon/NAME.h5``.
 """
 
 from __future__ import annotations
@@ -217,7 +220,7 @@ def check_json_path(path: str | Path) -> None:
     )
 
 
-def write_json(result: LeaderboardResult | Snu2026Result, path: str | Path) -> None:
+def write_json(result: LeaderboardResult | Snu2026Result | FastmriResult, path: str | Path) -> None:
     """Write the result as JSON, atomically (:func:`kspacelab.formats.atomic_text`: a temporary name, renamed;
     the temporary is removed on any failure). Refuses what :func:`check_json_path` refuses; an OS error (read-only
     folder, disk full) is a one-line KspacelabError."""
@@ -343,3 +346,135 @@ def evaluate_snu2026(leaderboard: str | Path, recon: str | Path, progress: bool 
         timing=report,
         timing_note=note,
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# fastMRI metrics of NYU files (single-coil extreme acceleration)
+# ----------------------------------------------------------------------------------------------------
+#: The scores of :class:`FastmriVolumeScore`, in table order, with their table headings.
+FASTMRI_SCORES = {"nmse": "NMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "hallucination": "HI"}
+
+
+@dataclass(frozen=True)
+class FastmriVolumeScore:
+    """fastMRI scores of one volume (fastMRI's evaluate semantics: the whole volume at once, data range the
+    target's volume maximum) and its hallucination index (:func:`kspacelab.metrics.hallucination_index`)."""
+
+    name: str
+    slices: int
+    nmse: float
+    psnr: float  # dB
+    ssim: float  # mean over the volume's slices
+    hallucination: float
+
+
+@dataclass
+class FastmriResult:
+    """Scores of a folder of NYU volumes: per volume, and their means over volumes (as fastMRI's evaluate
+    script averages)."""
+
+    per_volume: list[FastmriVolumeScore] = field(default_factory=list)
+    #: the reconstruction folder's ``timing.json`` (:mod:`kspacelab.timing`), when ``reconstruct`` wrote one
+    timing: dict[str, Any] | None = None
+    #: a one-line warning when that file exists but is unusable
+    timing_note: str | None = None
+
+    @property
+    def means(self) -> dict[str, float]:
+        """Mean of each score (:data:`FASTMRI_SCORES`) over the volumes."""
+        return {key: float(np.mean([getattr(v, key) for v in self.per_volume])) for key in FASTMRI_SCORES}
+
+    def to_json_dict(self) -> dict[str, object]:
+        """JSON-ready dict: ``metric`` ``"fastmri"``, the means (``nmse``, ``psnr``, ``ssim``, ``hallucination``),
+        ``volumes``, ``per_volume``, ``timing``; ``total`` is the mean SSIM (so the file is recognised as a scores
+        file). An infinite PSNR (a perfect volume) is written as null."""
+        means = self.means
+
+        def finite(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in values.items()}
+
+        return {
+            "metric": "fastmri",
+            **finite(means),
+            "total": means["ssim"],
+            "volumes": len(self.per_volume),
+            "per_volume": [finite(asdict(v)) for v in self.per_volume],
+            "timing": self.timing,
+        }
+
+    def table(self, decimals: int = 4) -> str:
+        """A Markdown table: one row per volume, then the means (and the reconstruction's ms/slice when timed)."""
+        heading = "| volume | slices | " + " | ".join(FASTMRI_SCORES.values()) + " |"
+        lines = [heading, "|---|---|" + "---|" * len(FASTMRI_SCORES)]
+        for v in self.per_volume:
+            cells = [f"{getattr(v, key):.{decimals}f}" for key in FASTMRI_SCORES]
+            lines.append(f"| {v.name} | {v.slices} | " + " | ".join(cells) + " |")
+        means = self.means
+        cells = [f"**{means[key]:.{decimals}f}**" for key in FASTMRI_SCORES]
+        slices = sum(v.slices for v in self.per_volume)
+        lines.append(f"| **mean of {len(self.per_volume)}** | {slices} | " + " | ".join(cells) + " |")
+        if self.timing is not None:
+            lines.append(f"\nreconstruction: {self.timing['ms_per_slice']:.1f} ms/slice (loading included)")
+        return "\n".join(lines)
+
+
+def read_nyu_target(path: str | Path) -> np.ndarray:
+    """The target volume of an NYU file (``reconstruction_esc`` for single-coil, ``reconstruction_rss`` for
+    multi-coil files, else the other): float32 ``(S, h, w)``, checked finite. One-line DataFormatError for a file
+    without a target (a test file) or with non-finite values."""
+    header = formats.read_nyu_header(path)
+    if header.target_key is None:
+        keys = " or ".join(formats.NYU_TARGET_KEYS[::-1])
+        raise DataFormatError(path, f"no target ({keys}) to score against (a test file?)")
+    images = []
+    for index in range(header.num_slices):
+        image = formats.read_nyu_slice(path, index)[2]
+        if image is None:  # the header found the target: only a file changed under us gets here
+            raise DataFormatError(path, f"slice {index} has no target")
+        images.append(image)
+    target = np.stack(images)
+    if not np.isfinite(target).all():
+        raise DataFormatError(path, f"'{header.target_key}' has non-finite values")
+    return target
+
+
+def score_fastmri_volume(name: str, recon: np.ndarray, target: np.ndarray) -> FastmriVolumeScore:
+    """fastMRI scores of one volume: :func:`kspacelab.metrics.nmse`, :func:`~kspacelab.metrics.psnr` and
+    :func:`~kspacelab.metrics.ssim` (data range ``target.max()``) and the hallucination index, of float
+    ``(S, h, w)`` arrays of one shape."""
+    return FastmriVolumeScore(
+        name=name,
+        slices=int(target.shape[0]),
+        nmse=metrics.nmse(target, recon),
+        psnr=metrics.psnr(target, recon),
+        ssim=metrics.ssim(target, recon),
+        hallucination=metrics.hallucination_index(recon, target),
+    )
+
+
+def evaluate_fastmri(targets: str | Path, recon: str | Path, progress: bool = True) -> FastmriResult:
+    """Score every NYU file of the folder ``targets`` against ``recon/NAME.h5`` with fastMRI's metrics.
+
+    Every reconstruction is checked to exist before the first score; a missing reconstruction folder or file, a
+    target file without a target, a reconstruction of another shape than its target (``(S, h, w)``, e.g.
+    ``320 x 320``), non-finite values or a target without fine detail (no hallucination index) is a one-line
+    DataFormatError naming the file.
+    """
+    recon = Path(recon)
+    files = formats.discover_nyu(targets)
+    if not recon.is_dir():
+        raise DataFormatError(recon, "reconstruction folder does not exist")
+    for target_path in files:
+        if not (recon / target_path.name).is_file():
+            raise DataFormatError(recon / target_path.name, "reconstruction file is missing")
+    result = FastmriResult()
+    for target_path in tqdm(files, desc="evaluate", unit="vol", disable=not progress):
+        target = read_nyu_target(target_path)
+        reconstruction = formats.read_reconstruction(recon / target_path.name, expected_shape=target.shape)
+        try:
+            score = score_fastmri_volume(target_path.name, reconstruction, target)
+        except ValueError as err:
+            raise DataFormatError(target_path, f"cannot be scored: {err}") from err
+        result.per_volume.append(score)
+    result.timing, result.timing_note = read_timing(recon)
+    return result

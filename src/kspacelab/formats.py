@@ -83,6 +83,8 @@ StrPath: TypeAlias = "str | os.PathLike[str]"
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 IMAGE_KEYS = ("image_input", "image_grappa", "image_label")
 NYU_TARGET_KEYS = ("reconstruction_rss", "reconstruction_esc")
+#: ``Volume.split`` of an NYU fastMRI file (one file per volume: ``kspace_path`` is the file, no image partner)
+NYU_SPLIT = "nyu"
 SNU_SPLITS = ("train", "val")
 _CHUNK_BYTES = 64 * 2**20  # finiteness checks read at most this many bytes at a time
 # the leaderboard's acceleration folders in error messages: "acc4/ or acc8/"
@@ -783,7 +785,8 @@ class Volume:
         image_path: the ``image/NAME.h5`` file, or None when there is none (leaderboard without targets).
         anatomy: ``"brain"`` or ``"knee"`` (from the name).
         acceleration: from ``accN`` in the name or the leaderboard ``accN/`` folder; None if unknown.
-        split: ``"train"``, ``"val"``, ``"leaderboard"``, or ``""`` for a bare folder.
+        split: ``"train"``, ``"val"``, ``"leaderboard"``, ``""`` for a bare folder, or :data:`NYU_SPLIT` for an NYU
+            fastMRI file.
     """
 
     name: str

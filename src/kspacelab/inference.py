@@ -7,6 +7,13 @@ Input: a leaderboard root (``acc4/kspace``, ``acc8/kspace``), a dataset root, or
 under ``OUT/<group>/`` (``OUT/acc4``, ``OUT/acc8``; flat for a single folder). The output size ``(h, w)`` is the
 partner ``image_label`` size when an ``image/`` partner exists, else ``--crop`` (default 384, the SNU size).
 
+Single-coil NYU fastMRI folders (``.h5`` files directly in the folder: ``kspace`` ``(S, H, W)``, a target
+``reconstruction_esc``/``_rss`` or, in test files, a ``mask``) are reconstructed by the zero-filled method and by
+models (:attr:`ReconOptions.acceleration`): fully sampled files are undersampled with
+:func:`kspacelab.masks.single_coil_mask_func` seeded with the file name (:func:`kspacelab.masks.fname_seed`, the
+fastMRI validation mask), files with a ``mask`` use theirs; outputs flat ``OUT/NAME.h5`` at the target's size
+(the header's recon size for files without a target). Every other path takes multi-coil SNU folders only.
+
 Guarantees of every ``reconstruct_*`` function: every input file (k-space and image partner) is validated
 completely before anything is written; the output folder is checked first (:func:`check_output_folder`: never an
 input folder, never a foreign file replaced); each output is written atomically, and a run that fails (or is
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import os
 import signal
@@ -35,7 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kspacelab import challenge, formats, physics
+from kspacelab import challenge, formats, masks, physics
 from kspacelab.classical import METHODS, METHODS_NEEDING_ACS, ClassicalMethod
 from kspacelab.classical.grappa import detect_acs
 from kspacelab.data import classical_cache
@@ -57,6 +65,8 @@ DEFAULT_CROP = challenge.TARGET_SIZE
 CLASSICAL_METHODS: dict[str, ClassicalMethod] = METHODS
 #: methods that calibrate on the fully sampled centre block (checked for every file before anything is written)
 CLASSICAL_METHODS_NEEDING_ACS = METHODS_NEEDING_ACS
+#: classical methods that also reconstruct single-coil NYU folders (the others need several coils)
+SINGLE_COIL_METHODS = frozenset({"zero-filled"})
 
 
 #: ``--precision`` -> the autocast dtype of the network layers (None: float32, no autocast)
@@ -84,6 +94,10 @@ class ReconOptions:
         started: ``time.perf_counter()`` when the run started, the start of the clock of ``OUT/timing.json``
             (:mod:`kspacelab.timing`; the CLI passes the start of the command, so model loading and validation
             count); default: when the ``reconstruct_*`` function is called.
+        acceleration: single-coil NYU folders: undersample the fully sampled files with
+            :func:`kspacelab.masks.single_coil_mask_func` of this acceleration (4, 8, 16 or 32) seeded with the
+            file name; None for folders of files that carry a ``mask`` (fastMRI test files). Files with a mask
+            and this option, files without one and without it, and SNU data with it are refused.
     """
 
     device: str = "cpu"
@@ -96,6 +110,7 @@ class ReconOptions:
     compile: bool = False
     loader_workers: int = 0
     started: float | None = None
+    acceleration: int | None = None
 
     def clock(self) -> RunClock:
         """A new run clock started at :attr:`started` (default: now)."""
@@ -112,6 +127,11 @@ class ReconOptions:
             raise KspacelabError(f"--loader-workers must be >= 0, got {self.loader_workers}")
         if self.crop is not None and self.crop < 1:
             raise KspacelabError(f"--crop must be >= 1, got {self.crop}")
+        if self.acceleration is not None and self.acceleration not in masks.SINGLE_COIL_EXTREME:
+            raise KspacelabError(
+                f"--acceleration must be one of {', '.join(map(str, sorted(masks.SINGLE_COIL_EXTREME)))}, "
+                f"got {self.acceleration}"
+            )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise KspacelabError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
 
@@ -140,9 +160,16 @@ class ReconstructionSummary:
 
 
 def output_size(volume: formats.Volume, crop: int | None) -> tuple[int, int]:
-    """``(h, w)`` of the reconstruction: ``crop`` if given, else the partner label's, else 384 x 384."""
+    """``(h, w)`` of the reconstruction: ``crop`` if given, else the partner label's (an NYU file's target, else
+    its header's recon size), else 384 x 384."""
     if crop is not None:
         return (crop, crop)
+    if volume.split == formats.NYU_SPLIT:
+        target = formats.read_nyu_slice(volume.kspace_path, 0)[2]
+        if target is not None:
+            return (int(target.shape[-2]), int(target.shape[-1]))
+        recon_size = formats.read_nyu_header(volume.kspace_path).recon_size
+        return (recon_size[0], recon_size[1])
     if volume.image_path is not None and volume.image_path.is_file():
         shape = formats.read_image_slice(volume.image_path, 0, "image_label").shape
         return (int(shape[-2]), int(shape[-1]))
@@ -154,12 +181,48 @@ def output_size(volume: formats.Volume, crop: int | None) -> tuple[int, int]:
 CACHED_METHODS = ("sense", "cs")
 
 
-def _classical_slice(method: str, path: str, index: int, size: tuple[int, int]) -> np.ndarray:
-    """One slice with a classical method (also the job of a worker process); SENSE and CS go through the cache."""
+def _classical_slice(
+    method: str,
+    path: str,
+    index: int,
+    size: tuple[int, int],
+    nyu: bool = False,
+    acceleration: int | None = None,
+) -> np.ndarray:
+    """One slice with a classical method (also the job of a worker process); SENSE and CS go through the cache.
+    ``nyu``: a single-coil NYU file, masked as :func:`nyu_masked_slice` does with ``acceleration``."""
+    if nyu:
+        kspace, mask = nyu_masked_slice(path, index, acceleration)
+        return CLASSICAL_METHODS[method](kspace, mask, size)
     if method in CACHED_METHODS:
         return classical_cache.classical_slice(path, index, method, size)
     kspace, mask = formats.read_kspace_slice(path, index)
     return CLASSICAL_METHODS[method](kspace * mask[None, None, :], mask, size)
+
+
+def single_coil_mask(name: str, width: int, acceleration: int) -> np.ndarray:
+    """The mask of a fully sampled single-coil file ``name`` at ``acceleration``: bool ``(W,)`` of
+    :func:`kspacelab.masks.single_coil_mask_func` seeded with :func:`kspacelab.masks.fname_seed` (fastMRI's
+    validation mask of that file; the same for every slice)."""
+    drawn, _ = masks.single_coil_mask_func(acceleration)((1, width, 2), seed=masks.fname_seed(name))
+    return masks.as_line_mask(drawn)
+
+
+def nyu_masked_slice(path: str | Path, index: int, acceleration: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``index`` of a single-coil NYU file, undersampled: the file's ``mask`` when it has one, else
+    :func:`single_coil_mask` at ``acceleration``.
+
+    Returns:
+        ``(kspace, mask)``: masked complex64 ``(1, H, W)`` and bool ``(W,)``.
+    """
+    kspace, mask, _ = formats.read_nyu_slice(path, index)
+    if mask is None:
+        if acceleration is None:
+            raise DataFormatError(
+                path, "fully sampled (no 'mask'): an acceleration is needed to undersample it"
+            )
+        mask = single_coil_mask(Path(path).name, kspace.shape[-1], acceleration)
+    return (kspace * mask)[None], mask
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -284,7 +347,9 @@ def reconstruct_dataset(
 
     skipped: list[str] = []
     # all inputs checked, and the output folder, before anything is written
-    volumes, files = run_volumes(data, out, options, skipped, calibration_check(method))
+    volumes, files = run_volumes(
+        data, out, options, skipped, calibration_check(method), single_coil=method in SINGLE_COIL_METHODS
+    )
     timing_path = check_timing_path(out) if outputs is None else None
 
     out = Path(out)
@@ -293,10 +358,12 @@ def reconstruct_dataset(
             group,
             vol,
             path,
-            [(method, str(vol.kspace_path), index, output_size(vol, crop)) for index in range(n)],
+            [(method, str(vol.kspace_path), index, size, nyu, options.acceleration) for index in range(n)],
         )
         for (group, vol), path in zip(volumes, files, strict=True)
-        for n in [formats.kspace_shape(vol.kspace_path)[0]]
+        for n, size, nyu in [
+            (formats.kspace_shape(vol.kspace_path)[0], output_size(vol, crop), vol.split == formats.NYU_SPLIT)
+        ]
     ]
     total_slices = sum(len(jobs) for _, _, _, jobs in plan)
     start = time.perf_counter()
@@ -377,18 +444,40 @@ def validated_volumes(
     data: str | Path,
     skipped: list[str] | None = None,
     check: Callable[[formats.Volume], None] | None = None,
+    single_coil: bool = False,
+    acceleration: int | None = None,
 ) -> list[tuple[str, formats.Volume]]:
     """``(group, volume)`` pairs under ``data``, every volume validated (:func:`validate_volume`, then ``check``).
 
     A bad volume raises its one-line DataFormatError; when ``skipped`` is a list (``--skip-bad``) it is left out
     instead and its error message appended to ``skipped`` (an error when no volume is left).
+
+    ``single_coil``: the run also takes a folder of single-coil NYU files (:func:`is_nyu_folder`; one group
+    ``""``, each file checked by :func:`validate_nyu_volume` with ``acceleration``); without it such a folder is
+    a one-line error naming its first file. ``acceleration`` with SNU data is an error (SNU files carry masks).
     """
-    groups = formats.discover_snu(Path(data))
+    if is_nyu_folder(data):
+        if not single_coil:
+            refuse_nyu_folder(data, "this reconstruction")
+        from kspacelab.data.dataset import nyu_volumes
+
+        groups = {"": [volume for volume, _ in nyu_volumes(data)]}
+        validate: Callable[[formats.Volume], None] = functools.partial(
+            validate_nyu_volume, acceleration=acceleration
+        )
+    else:
+        if acceleration is not None:
+            raise KspacelabError(
+                f"{data}: --acceleration applies to folders of fully sampled single-coil NYU files; SNU k-space "
+                "files carry their masks"
+            )
+        groups = formats.discover_snu(Path(data))
+        validate = validate_volume
     volumes = []
     for group, vols in groups.items():
         for vol in vols:
             try:
-                validate_volume(vol)
+                validate(vol)
                 if check is not None:
                     check(vol)
             except DataFormatError as err:
@@ -402,20 +491,102 @@ def validated_volumes(
     return volumes
 
 
+def is_nyu_folder(data: str | Path) -> bool:
+    """True for a folder with ``.h5`` files directly in it: the NYU fastMRI layout (SNU folders keep their files
+    under ``kspace/`` and ``image/``)."""
+    base = Path(data)
+    return base.is_dir() and any(not p.name.startswith(".") for p in base.glob("*.h5"))
+
+
+def nyu_acceleration(volume: formats.Volume, acceleration: int | None) -> int | None:
+    """The exact acceleration of an NYU file's undersampling in a run with ``acceleration``
+    (:attr:`ReconOptions.acceleration`): that acceleration for a fully sampled file, a test file's ``acceleration``
+    attr (fastMRI's test files carry it), else None (unknown: the models get an estimate from the mask). None for
+    SNU volumes."""
+    if volume.split != formats.NYU_SPLIT:
+        return None
+    header = formats.read_nyu_header(volume.kspace_path)
+    if not header.has_mask:
+        return acceleration
+    value = header.attrs.get("acceleration")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        raise DataFormatError(
+            volume.kspace_path, f"attribute 'acceleration' is not a number: {value!r}"
+        ) from None
+
+
+def refuse_nyu_folder(data: str | Path, what: str) -> None:
+    """For the paths that take multi-coil SNU data only: a one-line DataFormatError naming the first file of an NYU
+    folder (:func:`is_nyu_folder`), saying that ``what`` (e.g. ``"this reconstruction"``) does not take it."""
+    if is_nyu_folder(data):
+        raise DataFormatError(
+            formats.discover_nyu(data)[0],
+            f"an NYU fastMRI file; {what} takes multi-coil SNU folders (kspace/, acc4/, acc8/, a dataset root); "
+            "single-coil NYU folders are reconstructed with --method zero-filled or --checkpoint",
+        )
+
+
+def validate_nyu_volume(volume: formats.Volume, acceleration: int | None) -> None:
+    """Check a single-coil NYU file completely (one-line DataFormatError otherwise): header
+    (:func:`kspacelab.formats.read_nyu_header`), single-coil ``kspace`` ``(S, H, W)`` with ``S, H, W >= 1``, finite
+    k-space and target, a ``mask`` (the file's or the drawn one) that samples a line; and the mask source: a file with a ``mask`` (a test file)
+    is refused with ``acceleration`` (it would not be used), a fully sampled file without it."""
+    path = volume.kspace_path
+    header = formats.read_nyu_header(path)
+    if header.multicoil:
+        raise DataFormatError(
+            path,
+            f"multi-coil k-space {header.kspace_shape} in a single-coil run: an NYU folder is reconstructed as "
+            "single-coil data (S, H, W)",
+        )
+    if 0 in header.kspace_shape:
+        raise DataFormatError(path, f"'kspace' is empty (shape {header.kspace_shape})")
+    if header.has_mask and acceleration is not None:
+        raise DataFormatError(
+            path,
+            "has its own 'mask' (a test file), which is used: leave out --acceleration (it applies to fully "
+            "sampled files only)",
+        )
+    if not header.has_mask and acceleration is None:
+        raise DataFormatError(
+            path,
+            "fully sampled (no 'mask'): give --acceleration "
+            f"({', '.join(map(str, sorted(masks.SINGLE_COIL_EXTREME)))}) to undersample it",
+        )
+    width = header.kspace_shape[-1]
+    if acceleration is not None and not single_coil_mask(path.name, width, acceleration).any():
+        raise DataFormatError(
+            path, f"the x{acceleration} mask of this file (W={width}) samples no k-space line"
+        )
+    for index in range(header.num_slices):
+        kspace, mask, target = formats.read_nyu_slice(path, index)
+        if not np.isfinite(kspace).all():
+            raise DataFormatError(path, f"'kspace' slice {index} has non-finite values")
+        if target is not None and not np.isfinite(target).all():
+            raise DataFormatError(path, f"'{header.target_key}' slice {index} has non-finite values")
+        if mask is not None and not mask.any():
+            raise DataFormatError(path, "'mask' samples no k-space line (all zeros)")
+
+
 def run_volumes(
     data: str | Path | list[tuple[str, formats.Volume]],
     out: str | Path,
     options: ReconOptions,
     skipped: list[str],
     check: Callable[[formats.Volume], None] | None = None,
+    single_coil: bool = False,
 ) -> tuple[list[tuple[str, formats.Volume]], list[Path]]:
     """The ``(group, volume)`` pairs of a run and their output files, the output folder checked
     (:func:`check_output_folder`). ``data``: a folder, whose volumes are validated here (:func:`validated_volumes`
-    with ``check``; with ``options.skip_bad`` the bad ones are appended to ``skipped``), or a list validated
-    before (part of a larger run)."""
+    with ``check``, ``single_coil`` and ``options.acceleration``; with ``options.skip_bad`` the bad ones are
+    appended to ``skipped``), or a list validated before (part of a larger run)."""
     if isinstance(data, list):
         return data, check_output_folder(out, data)
-    volumes = validated_volumes(data, skipped if options.skip_bad else None, check)
+    volumes = validated_volumes(
+        data, skipped if options.skip_bad else None, check, single_coil, options.acceleration
+    )
     return volumes, check_output_folder(out, volumes, data)
 
 
@@ -497,7 +668,9 @@ def reconstruct_with_checkpoint(
     device = options.torch_device()
     skipped: list[str] = []
     # inputs and output folder checked before loading anything big or writing anything
-    volumes = validated_volumes(data, skipped if options.skip_bad else None)
+    volumes = validated_volumes(
+        data, skipped if options.skip_bad else None, single_coil=True, acceleration=options.acceleration
+    )
     check_output_folder(out, volumes, data)
     check_timing_path(out)
     from kspacelab.training.checkpoint import load_model
@@ -507,6 +680,20 @@ def reconstruct_with_checkpoint(
         volumes, out, loaded, options, clock=clock, what=f"checkpoint {Path(checkpoint).name}"
     )
     return dataclasses.replace(summary, skipped=tuple(skipped))
+
+
+def check_model_data(loaded: LoadedModel, volumes: Sequence[tuple[str, formats.Volume]]) -> None:
+    """Refuse multi-coil (SNU) data for a single-coil model (input spec ``multicoil=False``): a one-line
+    DataFormatError naming the first such file. Multi-coil models run on single-coil files (one coil)."""
+    if loaded.input_spec.multicoil:
+        return
+    for _, vol in volumes:
+        if vol.split != formats.NYU_SPLIT:
+            raise DataFormatError(
+                vol.kspace_path,
+                f"multi-coil k-space, but the model {loaded.name!r} is single-coil: give it a folder of "
+                "single-coil NYU files",
+            )
 
 
 def volume_batches(dataset: SliceDataset, batch_size: int) -> list[list[int]]:
@@ -571,7 +758,8 @@ def reconstruct_with_model(
     options = options or ReconOptions()
     clock = clock or options.clock()
     skipped: list[str] = []
-    volumes, files = run_volumes(data, out, options, skipped)
+    volumes, files = run_volumes(data, out, options, skipped, single_coil=True)
+    check_model_data(loaded, volumes)
     timing_path = check_timing_path(out) if outputs is None else None
     device = options.torch_device()
     model = loaded.model.to(device).eval()
@@ -581,10 +769,15 @@ def reconstruct_with_model(
     compiled_calls: contextlib.AbstractContextManager[object] = (
         torch._dynamo.config.patch(suppress_errors=True) if options.compile else contextlib.nullcontext()
     )
-    transform = SliceTransform(loaded.input_spec, use_file_mask=True, inference=True)
+    mask_func = None if options.acceleration is None else masks.single_coil_mask_func(options.acceleration)
+    transform = SliceTransform(
+        loaded.input_spec, mask_func=mask_func, use_file_mask=True, seed_from_fname=True, inference=True
+    )
     note_widened_crops(transform, volumes)
     out = Path(out)
-    dataset = SliceDataset([vol for _, vol in volumes], transform)
+    nyu = any(vol.split == formats.NYU_SPLIT for _, vol in volumes)
+    dataset = SliceDataset([vol for _, vol in volumes], transform, layout="nyu" if nyu else "snu")
+    exact = [nyu_acceleration(vol, options.acceleration) for _, vol in volumes]
     batches = volume_batches(dataset, options.batch_size)
     # one loader for the whole run: with workers, the next slices are read and prepared while the model runs
     loader = torch.utils.data.DataLoader(
@@ -606,6 +799,9 @@ def reconstruct_with_model(
         for indices, batch in zip(batches, loader, strict=True):
             v = dataset.items[indices[0]][0]
             (group, vol), path = volumes[v], files[v]
+            known = exact[v]
+            if known is not None:  # the drawn mask's acceleration, not an estimate from its lines
+                batch = batch._replace(acceleration=torch.full((len(indices),), known))
             size = (options.crop, options.crop) if options.crop is not None else batch.output_size()
             try:
                 with compiled_calls:

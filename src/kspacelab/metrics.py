@@ -11,6 +11,9 @@ One SSIM implementation, :func:`ssim_per_slice`, serves evaluation and training:
 * :func:`ssim` (fastMRI evaluate semantics) is the same unmasked SSIM, equal to scikit-image's
   ``structural_similarity`` defaults (7x7 uniform, sample covariance, border of 3 cropped).
 
+:func:`hallucination_index` measures invented fine detail: the local high-frequency energy of the output beyond
+the target's, relative to the target's.
+
 Images are magnitude images in arbitrary intensity units; ``max_value`` (the SSIM data range) is in the same
 units (for SNU files the ``max`` attribute of the image file, i.e. the volume maximum of the target).
 """
@@ -35,6 +38,7 @@ __all__ = [
     "area_weight",
     "foreground_mask",
     "foreground_weights",
+    "hallucination_index",
     "leaderboard_ssim",
     "leaderboard_ssim_volume",
     "masked_ssim_loss",
@@ -555,10 +559,13 @@ def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float
     """Peak signal-to-noise ratio in dB over the whole volume, ``10 log10(maxval^2 / MSE)``.
 
     ``maxval`` (data range) defaults to ``gt.max()``, as in fastMRI's evaluate script; computed in float64.
+    A perfect prediction (MSE 0) gives ``inf``, as fastMRI's (scikit-image's) PSNR does.
     """
     g, p = _check_volumes(gt, pred)
     data_range = float(g.max()) if maxval is None else float(maxval)
     mse = float(np.mean((g - p) ** 2))
+    if mse == 0:
+        return math.inf
     return float(10.0 * np.log10(data_range**2 / mse))
 
 
@@ -580,3 +587,89 @@ def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float
     data_range = float(g.max()) if maxval is None else float(maxval)
     scores = ssim_per_slice(torch.from_numpy(p), torch.from_numpy(g), data_range)
     return float(scores.mean().item())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hallucination index (invented fine detail)
+# ----------------------------------------------------------------------------------------------------
+#: Gaussian sigma (pixels) of the high-pass of :func:`hallucination_index`: detail finer than ~2 pixels.
+HI_SIGMA = 1.0
+#: Gaussian sigma (pixels) of the window over which :func:`hallucination_index` compares detail energy.
+HI_WINDOW = 2.0
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(N, H, W)`` images: kernel radius ``round(4 sigma)`` (``scipy.ndimage``'s
+    default truncation), normalised to sum 1, mirrored borders (``scipy.ndimage`` mode ``"mirror"``); needs
+    ``H, W > radius``."""
+    radius = int(4.0 * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    y = F.pad(x[:, None], (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, kernel.reshape(1, 1, -1, 1))
+    return F.conv2d(y, kernel.reshape(1, 1, 1, -1))[:, 0]
+
+
+def _as_image_stack(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    t = _as_float64_tensor(x, name)
+    if t.is_complex():
+        raise ValueError(f"{name} must be a real (magnitude) image, got a complex tensor")
+    if t.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (H, W) or (S, H, W), got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} has non-finite values")
+    return t.reshape(-1, *t.shape[-2:])
+
+
+def hallucination_index(
+    recon: np.ndarray | torch.Tensor,
+    target: np.ndarray | torch.Tensor,
+    sigma: float = HI_SIGMA,
+    window: float = HI_WINDOW,
+) -> float:
+    """Hallucination index: fine detail the reconstruction has beyond the target's, relative to the target's.
+
+    ``HP(x) = x - G_sigma * x`` keeps the detail finer than about ``2 sigma`` pixels; ``E(x) = G_window *
+    HP(x)^2`` is its local energy (Gaussian-weighted over a ``window`` sigma). Then::
+
+        HI = sum(relu(E(recon) - E(target))) / sum(E(target))
+
+    the sums over every pixel of every slice (2-D filters per slice; a volume's index pools its slices). HI is 0
+    for a perfect output and for a blurred or denoised one (less detail everywhere), and grows with invented
+    texture: HI = 0.1 means fine-detail energy equal to 10% of the target's, where the target has less.
+    Invariant to a common intensity scale. Computed in float64; Gaussian kernels of radius ``round(4 sigma)``,
+    mirrored borders.
+
+    Args:
+        recon: reconstruction ``(H, W)`` or ``(S, H, W)``, real, numpy or torch, any intensity unit.
+        target: reference of the same shape and unit.
+        sigma: high-pass Gaussian sigma in pixels (default :data:`HI_SIGMA`).
+        window: energy window Gaussian sigma in pixels (default :data:`HI_WINDOW`).
+
+    Raises:
+        ValueError: shapes differ or are not (H, W)/(S, H, W); complex or non-finite values; an image side not
+            above the larger kernel radius; a target without fine detail (zero energy: no reference scale).
+    """
+    r = _as_image_stack(recon, "recon")
+    t = _as_image_stack(target, "target").to(r.device)
+    if tuple(recon.shape) != tuple(target.shape):
+        raise ValueError(
+            f"recon and target shapes differ: recon {tuple(recon.shape)} vs target {tuple(target.shape)}"
+        )
+    if not (sigma > 0 and window > 0):
+        raise ValueError(f"sigma and window must be positive, got {sigma} and {window}")
+    radius = int(4.0 * max(sigma, window) + 0.5)
+    if min(r.shape[-2:]) <= radius:
+        raise ValueError(
+            f"images must be larger than {radius} x {radius} pixels, got shape {tuple(recon.shape)}"
+        )
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        return _gaussian_blur((x - _gaussian_blur(x, sigma)) ** 2, window)
+
+    e_target = energy(t)
+    reference = float(e_target.sum())
+    if not reference > 1e-20 * float((t**2).sum()):  # rounding level of float64 (a constant image)
+        raise ValueError("target has no fine detail (zero high-frequency energy): no reference for the index")
+    return float(torch.relu(energy(r) - e_target).sum()) / reference

@@ -55,6 +55,7 @@ from kspacelab.inference import (
     check_output_folder,
     reconstruct_dataset,
     reconstruct_with_model,
+    refuse_nyu_folder,
     validate_volume,
 )
 
@@ -318,6 +319,7 @@ def conditions(
 
 
 def _split_volumes(data: Path, split: str) -> list[formats.Volume]:
+    refuse_nyu_folder(data, "robustness")
     groups = formats.discover_snu(data)
     if split in groups:
         return groups[split]

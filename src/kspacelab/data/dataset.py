@@ -122,7 +122,7 @@ def _nyu_info(volume: formats.Volume) -> _VolumeInfo:
 
 
 def nyu_volumes(
-    folder: str | os.PathLike[str], split: str = "nyu"
+    folder: str | os.PathLike[str], split: str = formats.NYU_SPLIT
 ) -> list[tuple[formats.Volume, formats.NyuInfo]]:
     """The files of an NYU fastMRI folder (:func:`kspacelab.formats.discover_nyu`, natural order) as volumes for
     ``SliceDataset(layout="nyu")``, each with its header; the anatomy comes from the file name or the
