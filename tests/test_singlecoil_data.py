@@ -347,6 +347,13 @@ def test_training_masks_exact_accelerations_and_seeds(root: Path) -> None:
     assert any(not torch.equal(other[k][1], epochs[0][k][1]) for k in other)
 
 
+def test_training_masks_do_not_depend_on_workers(root: Path) -> None:
+    alone = _train_masks(_module(root, seed=5, batch_size=2), 1)
+    workers = _train_masks(_module(root, seed=5, batch_size=2, num_workers=2), 1)
+    assert alone.keys() == workers.keys()
+    assert all(alone[k][0] == workers[k][0] and torch.equal(alone[k][1], workers[k][1]) for k in alone)
+
+
 def test_resume_position_skips_the_trained_batches(root: Path) -> None:
     dm = _module(root, seed=1)
     loader = dm.train_dataloader()
