@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import TINY
+from helpers import TINY, TINY_SC
 from kspacelab.data.synthetic import simulate_dataset
 
 
@@ -44,4 +44,13 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (copy what you change)."""
     root = tmp_path_factory.mktemp("tiny") / "data"
     simulate_dataset(root, preset=TINY, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_singlecoil_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TINY_SC single-coil dataset (NYU single-coil layout: ``singlecoil_train/val/test``), simulated once per
+    test process. Tests must not modify it."""
+    root = tmp_path_factory.mktemp("tiny_singlecoil") / "data"
+    simulate_dataset(root, preset=TINY_SC, progress=False)
     return root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,20 @@ TINY: SimulationPreset = with_overrides(
     brain_slices=(2, 2),
     knee_slices=(2, 2),
     train_volumes=1,
+    val_volumes=1,
+    leaderboard_volumes=1,
+)
+
+#: the single-coil layout at a geometry of a few milliseconds per volume; W >= 51 so that x32 keeps a centre line
+TINY_SC: SimulationPreset = with_overrides(
+    "singlecoil-demo",
+    name="tiny-singlecoil",
+    knee_height=96,
+    knee_widths=(64, 68),
+    crop=40,
+    knee_coils=(4,),
+    knee_slices=(2, 3),
+    train_volumes=2,
     val_volumes=1,
     leaderboard_volumes=1,
 )
@@ -148,3 +163,54 @@ def single_coil_batch(batch: int = 2, acceleration: int = 4, max_value: float = 
         fname=tuple(f"file{i}.h5" for i in range(batch)),  # type: ignore[arg-type]
         slice_num=torch.arange(batch),  # type: ignore[arg-type]
     )
+
+
+# ---------------------------------------------------------------- runs killed and resumed (test_resume and others)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a kspacelab subprocess: this checkout's sources first, one thread per library."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def checkpoint_step(path: Path) -> int:
+    """``global_step`` of a checkpoint file, -1 while it is not there (or not complete)."""
+    try:
+        return int(torch.load(path, weights_only=True)["global_step"])
+    except Exception:  # not there yet
+        return -1
+
+
+# A driver that SIGKILLs its own process right after last.ckpt of step KILL_AFTER_STEP is on disk: a kill
+# between a checkpoint write and the next step, exactly.
+KILL_AFTER_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from kspacelab.training import resume
+target = int(os.environ["KILL_AFTER_STEP"])
+save = resume.AtomicCheckpointIO.save_checkpoint
+def killing_save(self, checkpoint, path, storage_options=None):
+    save(self, checkpoint, path, storage_options)
+    if Path(path).name == "last.ckpt" and checkpoint["global_step"] == target:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.AtomicCheckpointIO.save_checkpoint = killing_save
+from kspacelab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def assert_same_run(reference: Path, run: Path, where: str) -> None:
+    """Bitwise the same final weights, optimiser, schedule and loop progress, and the same best checkpoint."""
+    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]), where
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, f"weights differ after {where}: {different[:5]}"
+    for key in ("optimizer_states", "lr_schedulers", "loops"):
+        assert repr(a[key]) == repr(b[key]), f"{key} differ after {where}"
+    best_a = torch.load(reference / "checkpoints" / "best.ckpt", weights_only=True)
+    best_b = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best_a["global_step"] == best_b["global_step"], where
+    assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])

@@ -4,7 +4,6 @@ same weights as an uninterrupted run (random masks, MRAugment, an epoch boundary
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +14,9 @@ import pytest
 import torch
 import yaml
 
+from helpers import KILL_AFTER_WRITE, REPO, assert_same_run, checkpoint_step, subprocess_env
 from kspacelab.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 12  # the tiny train split has 8 slices: the run crosses one epoch boundary (and a validation)
 
 
@@ -45,38 +44,29 @@ def _command(root: Path, run_dir: Path) -> list[str]:
     ]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _step(path: Path) -> int:
-    try:
-        return int(torch.load(path, weights_only=True)["global_step"])
-    except Exception:  # not there yet
-        return -1
-
-
 def test_kill_and_rerun_gives_bitwise_identical_weights(tiny_root: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     done = subprocess.run(
-        _command(tiny_root, reference), env=_env(), capture_output=True, text=True, timeout=300
+        _command(tiny_root, reference), env=subprocess_env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
     run = tmp_path / "killed"
     last = run / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen(
-        _command(tiny_root, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _command(tiny_root, run), env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 240
-    while _step(last) < 3 and proc.poll() is None and time.monotonic() < deadline:
+    while checkpoint_step(last) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    killed_at = _step(last)
+    killed_at = checkpoint_step(last)
     assert 3 <= killed_at < STEPS, f"the run was not killed mid-way (last checkpoint at step {killed_at})"
 
-    again = subprocess.run(_command(tiny_root, run), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        _command(tiny_root, run), env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout
     a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
@@ -88,23 +78,6 @@ def test_kill_and_rerun_gives_bitwise_identical_weights(tiny_root: Path, tmp_pat
     for key in ("optimizer_states", "lr_schedulers"):
         assert repr(a[key]) == repr(b[key])
 
-
-# A driver that SIGKILLs its own process right after last.ckpt of step KILL_AFTER_STEP is on disk: a kill
-# between a checkpoint write and the next step, exactly.
-_KILL_AFTER_WRITE = """
-import os, signal, sys
-from pathlib import Path
-from kspacelab.training import resume
-target = int(os.environ["KILL_AFTER_STEP"])
-save = resume.AtomicCheckpointIO.save_checkpoint
-def killing_save(self, checkpoint, path, storage_options=None):
-    save(self, checkpoint, path, storage_options)
-    if Path(path).name == "last.ckpt" and checkpoint["global_step"] == target:
-        os.kill(os.getpid(), signal.SIGKILL)
-resume.AtomicCheckpointIO.save_checkpoint = killing_save
-from kspacelab.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 #: (settings, max_steps, kill points): "external" kills the process (SIGKILL) as soon as last.ckpt of that step
 #: is seen, "after_write" from inside right after writing it. The tiny train split has 8 slices per epoch.
@@ -120,22 +93,6 @@ _DEFAULT_KILLS = {
 }
 
 
-def _assert_same_run(reference: Path, run: Path, where: str) -> None:
-    """Bitwise the same final weights, optimiser, schedule and loop progress, and the same best checkpoint."""
-    a = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (a["global_step"], a["epoch"]) == (b["global_step"], b["epoch"]), where
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
-    assert not different, f"weights differ after {where}: {different[:5]}"
-    for key in ("optimizer_states", "lr_schedulers", "loops"):
-        assert repr(a[key]) == repr(b[key]), f"{key} differ after {where}"
-    best_a = torch.load(reference / "checkpoints" / "best.ckpt", weights_only=True)
-    best_b = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best_a["global_step"] == best_b["global_step"], where
-    assert all(torch.equal(best_a["state_dict"][k], best_b["state_dict"][k]) for k in best_a["state_dict"])
-
-
 @pytest.mark.parametrize("setting", sorted(_DEFAULT_KILLS))
 def test_kill_with_default_checkpoints_gives_bitwise_identical_weights(
     setting: str, tiny_root: Path, tmp_path: Path
@@ -147,7 +104,7 @@ def test_kill_with_default_checkpoints_gives_bitwise_identical_weights(
     reference = tmp_path / "reference"
     done = subprocess.run(
         [*cli, *_train_args(tiny_root, reference, steps, *extra)],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     for i, (how, step) in enumerate(kills):
@@ -156,24 +113,28 @@ def test_kill_with_default_checkpoints_gives_bitwise_identical_weights(
         args = _train_args(tiny_root, run, steps, *extra)
         if how == "external":
             proc = subprocess.Popen(
-                [*cli, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                [*cli, *args], env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
             deadline = time.monotonic() + 240
-            while _step(last) < step and proc.poll() is None and time.monotonic() < deadline:
+            while checkpoint_step(last) < step and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-            assert step <= _step(last) < steps, f"{how} kill at {step}: last checkpoint at step {_step(last)}"
-        else:
-            env = {**_env(), "KILL_AFTER_STEP": str(step)}
-            killed = subprocess.run(
-                [sys.executable, "-c", _KILL_AFTER_WRITE, *args], env=env, capture_output=True, timeout=300
+            assert step <= checkpoint_step(last) < steps, (
+                f"{how} kill at {step}: last checkpoint at step {checkpoint_step(last)}"
             )
-            assert killed.returncode == -signal.SIGKILL and _step(last) == step
-        again = subprocess.run([*cli, *args], env=_env(), capture_output=True, text=True, timeout=300)
+        else:
+            env = {**subprocess_env(), "KILL_AFTER_STEP": str(step)}
+            killed = subprocess.run(
+                [sys.executable, "-c", KILL_AFTER_WRITE, *args], env=env, capture_output=True, timeout=300
+            )
+            assert killed.returncode == -signal.SIGKILL and checkpoint_step(last) == step
+        again = subprocess.run(
+            [*cli, *args], env=subprocess_env(), capture_output=True, text=True, timeout=300
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert "resuming from" in again.stdout
-        _assert_same_run(reference, run, f"a {how} kill after step {step} ({setting})")
+        assert_same_run(reference, run, f"a {how} kill after step {step} ({setting})")
 
 
 def test_rerun_of_a_different_model_into_the_same_folder_is_refused(tiny_root: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_SC
 from kspacelab import formats, masks
 from kspacelab.cli import main
 from kspacelab.data.phantoms import ObjectVolume, coil_array
@@ -21,25 +22,10 @@ from kspacelab.data.synthetic import (
     simulate_dataset,
     simulate_single_coil_volume,
     volume_rng,
-    with_overrides,
 )
 from kspacelab.errors import DataFormatError, KspacelabError
 from kspacelab.models.base import InputSpec
 from kspacelab.physics import center_crop, fft2c, ifft2c, rss_complex
-
-# the single-coil layout at a geometry of a few milliseconds per volume; W >= 51 so that x32 keeps a centre line
-TINY_SC = with_overrides(
-    "singlecoil-demo",
-    name="tiny-singlecoil",
-    knee_height=96,
-    knee_widths=(64, 68),
-    crop=40,
-    knee_coils=(4,),
-    knee_slices=(2, 3),
-    train_volumes=2,
-    val_volumes=1,
-    leaderboard_volumes=1,
-)
 
 
 def _one_line(err: pytest.ExceptionInfo[KspacelabError], *words: str) -> None:

@@ -19,8 +19,9 @@ model (``task: generative``).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as L
@@ -51,6 +52,14 @@ SingleCoilLoss = Literal["l1", "ssim"]
 
 #: One validation slice: (file name, acceleration, slice index, output (h, w), target (h, w)), float32 arrays.
 _Record = tuple[str, int, int, np.ndarray, np.ndarray]
+
+
+@contextlib.contextmanager
+def _seeded(fork: contextlib.AbstractContextManager[Any], seed: int) -> Iterator[None]:
+    """Inside ``fork`` (a :func:`torch.random.fork_rng`), the global RNG seeded with ``seed``."""
+    with fork:
+        torch.manual_seed(seed % 2**63)
+        yield
 
 
 def acc_label(acceleration: int) -> str:
@@ -237,6 +246,7 @@ class GenerativeModule(SingleCoilModule):
         discriminator_lr: float | None = None,
         betas: tuple[float, float] = (0.5, 0.999),
         gradient_clip: float | None = None,
+        noise_seed: int = 0,
     ) -> None:
         """Args:
         model_name: a registered model of the ``generative`` task (``stylish``).
@@ -251,6 +261,9 @@ class GenerativeModule(SingleCoilModule):
         betas: Adam betas of both optimisers (GAN practice: 0.5, 0.999).
         gradient_clip: clip each network's gradient norm to this before its step (None: no clipping); set it here,
             not as ``trainer.gradient_clip_val``, which Lightning refuses with manual optimisation.
+        noise_seed: the random draws of a training step (the generator's noise, the texture code's sample) come
+            from a generator seeded with ``(noise_seed, global step, rank)``, not from the global RNG, which the
+            data loaders also draw from: a resumed run draws exactly what the uninterrupted run drew.
         """
         for name, value in (
             ("kl_weight", kl_weight),
@@ -285,6 +298,17 @@ class GenerativeModule(SingleCoilModule):
         """Discriminator step on the detached output, then the generator step against the updated discriminator;
         logs ``train/d_loss``, ``train/g_loss`` and the generator's terms ``train/l1``, ``train/kl``,
         ``train/texture``, ``train/gan``."""
+        with self._step_rng():
+            return self._adversarial_step(batch)
+
+    def _step_rng(self) -> contextlib.AbstractContextManager[Any]:
+        """The global RNG forked and seeded with ``(noise_seed, global_step, global_rank)`` for one step."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        fork = torch.random.fork_rng(devices=devices)
+        seed = (int(self.hparams["noise_seed"]) * 1_000_003 + int(self.global_step)) * 7_919 + self.global_rank
+        return _seeded(fork, seed)
+
+    def _adversarial_step(self, batch: ReconSample) -> torch.Tensor:
         g_opt, d_opt = self.optimizers()  # type: ignore[misc]
         h, w = batch.target.shape[-2:]
         out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
