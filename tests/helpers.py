@@ -61,6 +61,8 @@ def tiny_overrides(model_name: str) -> list[str]:
         words[-1] = words[-1].removesuffix("\n...").strip()
     if entry.task == "anatomy_classifier":
         words += ["--data.image_size", str(entry.tiny["image_size"])]
+    elif entry.task == "generative":
+        words += ["--model.discriminator_kwargs", "{chans: 4, num_layers: 2}", "--data.num_workers", "0"]
     else:
         words += ["--data.num_workers", "0"]
     return words

@@ -443,12 +443,7 @@ def score_fastmri_volume(name: str, recon: np.ndarray, target: np.ndarray) -> Fa
     :func:`~kspacelab.metrics.ssim` (data range ``target.max()``) and the hallucination index, of float
     ``(S, h, w)`` arrays of one shape."""
     return FastmriVolumeScore(
-        name=name,
-        slices=int(target.shape[0]),
-        nmse=metrics.nmse(target, recon),
-        psnr=metrics.psnr(target, recon),
-        ssim=metrics.ssim(target, recon),
-        hallucination=metrics.hallucination_index(recon, target),
+        name=name, slices=int(target.shape[0]), **metrics.fastmri_volume_scores(target, recon)
     )
 
 

@@ -673,3 +673,20 @@ def hallucination_index(
     if not reference > 1e-20 * float((t**2).sum()):  # rounding level of float64 (a constant image)
         raise ValueError("target has no fine detail (zero high-frequency energy): no reference for the index")
     return float(torch.relu(energy(r) - e_target).sum()) / reference
+
+
+def fastmri_volume_scores(target: np.ndarray, recon: np.ndarray) -> dict[str, float]:
+    """fastMRI's scores of one volume and its hallucination index: ``{"nmse", "psnr", "ssim", "hallucination"}``
+    (:func:`nmse`, :func:`psnr`, :func:`ssim` with the data range ``target.max()``, as fastMRI's evaluate script;
+    :func:`hallucination_index`), of float ``(S, h, w)`` arrays of one shape. The function `evaluate --metric
+    fastmri` and the single-coil validation both score with.
+
+    Raises:
+        ValueError: shapes differ, or the target has no fine detail (:func:`hallucination_index`).
+    """
+    return {
+        "nmse": nmse(target, recon),
+        "psnr": psnr(target, recon),
+        "ssim": ssim(target, recon),
+        "hallucination": hallucination_index(recon, target),
+    }

@@ -79,9 +79,7 @@ def volume_scores(records: Sequence[_Record]) -> dict[int, dict[str, float]]:
     """fastMRI's volume metrics of validation records, averaged over volumes per acceleration.
 
     Slices are grouped into volumes by ``(file, acceleration)`` and ordered by slice index; each volume is scored
-    with :func:`kspacelab.metrics.nmse`, :func:`~kspacelab.metrics.psnr`, :func:`~kspacelab.metrics.ssim` (data range
-    = the target volume's maximum, fastMRI's evaluate semantics) and
-    :func:`~kspacelab.metrics.hallucination_index`. Returns ``{acceleration: {"nmse", "psnr", "ssim",
+    with :func:`kspacelab.metrics.fastmri_volume_scores` (as ``evaluate --metric fastmri`` scores). Returns ``{acceleration: {"nmse", "psnr", "ssim",
     "hallucination", "volumes"}}``.
     """
     volumes: dict[tuple[str, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
@@ -92,11 +90,8 @@ def volume_scores(records: Sequence[_Record]) -> dict[int, dict[str, float]]:
         order = sorted(slices)
         recon = np.stack([slices[s][0] for s in order]).astype(np.float64)
         target = np.stack([slices[s][1] for s in order]).astype(np.float64)
-        scores = per_acc.setdefault(acc, {"nmse": [], "psnr": [], "ssim": [], "hallucination": []})
-        scores["nmse"].append(metrics.nmse(target, recon))
-        scores["psnr"].append(metrics.psnr(target, recon))
-        scores["ssim"].append(metrics.ssim(target, recon))
-        scores["hallucination"].append(metrics.hallucination_index(recon, target))
+        for name, value in metrics.fastmri_volume_scores(target, recon).items():
+            per_acc.setdefault(acc, {}).setdefault(name, []).append(value)
     return {
         acc: {**{name: math.fsum(v) / len(v) for name, v in values.items()}, "volumes": len(values["ssim"])}
         for acc, values in per_acc.items()
@@ -273,7 +268,9 @@ class GenerativeModule(SingleCoilModule):
             if value < 0:
                 raise KspacelabError(f"model.{name} must be >= 0, got {value}")
         if not lr > 0 or (discriminator_lr is not None and not discriminator_lr > 0):
-            raise KspacelabError(f"model.lr and model.discriminator_lr must be positive, got {lr}, {discriminator_lr}")
+            raise KspacelabError(
+                f"model.lr and model.discriminator_lr must be positive, got {lr}, {discriminator_lr}"
+            )
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise KspacelabError(f"model.betas must be two numbers in [0, 1), got {betas}")
         if gradient_clip is not None and not gradient_clip > 0:
@@ -294,7 +291,7 @@ class GenerativeModule(SingleCoilModule):
             torch.nn.utils.clip_grad_norm_(module.parameters(), float(clip))
         optimizer.step()
 
-    def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
+    def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
         """Discriminator step on the detached output, then the generator step against the updated discriminator;
         logs ``train/d_loss``, ``train/g_loss`` and the generator's terms ``train/l1``, ``train/kl``,
         ``train/texture``, ``train/gan``."""
@@ -305,11 +302,15 @@ class GenerativeModule(SingleCoilModule):
         """The global RNG forked and seeded with ``(noise_seed, global_step, global_rank)`` for one step."""
         devices = [self.device] if self.device.type == "cuda" else []
         fork = torch.random.fork_rng(devices=devices)
-        seed = (int(self.hparams["noise_seed"]) * 1_000_003 + int(self.global_step)) * 7_919 + self.global_rank
+        seed = (
+            int(self.hparams["noise_seed"]) * 1_000_003 + int(self.global_step)
+        ) * 7_919 + self.global_rank
         return _seeded(fork, seed)
 
     def _adversarial_step(self, batch: ReconSample) -> torch.Tensor:
-        g_opt, d_opt = self.optimizers()  # type: ignore[misc]
+        optimizers = self.optimizers()
+        assert isinstance(optimizers, list)  # two optimisers (configure_optimizers)
+        g_opt, d_opt = optimizers
         h, w = batch.target.shape[-2:]
         out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
         real, fake = out.target_normalised.detach(), out.normalised.detach()
