@@ -19,6 +19,7 @@ from kspacelab.data.singlecoil import SingleCoilDataModule
 from kspacelab.errors import KspacelabError
 from kspacelab.evaluation import evaluate_fastmri
 from kspacelab.models import MODEL_REGISTRY
+from kspacelab.training import load_model
 from kspacelab.training.run import fit
 from kspacelab.training.singlecoil import GenerativeModule, SingleCoilModule
 
@@ -159,3 +160,24 @@ def test_a_generative_run_killed_and_rerun_ends_bitwise_as_an_uninterrupted_one(
     state = torch.load(last, weights_only=True)
     assert any(k.startswith("discriminator.") for k in state["state_dict"])
     assert len(state["optimizer_states"]) == 2 and all(s["state"] for s in state["optimizer_states"])
+
+
+@pytest.mark.parametrize("wrapper", ["plain", "lightning"])
+def test_fastmri_unet_weights_load_as_the_single_coil_unet(tmp_path: Path, wrapper: str) -> None:
+    """fastMRI's published single-coil U-Net is a plain ``Unet(1, 1, 256, 4)`` state dict; its ``UnetModule``
+    checkpoints hold the same under ``unet.``. Both load with the configuration read off the shapes."""
+    fastmri_models = pytest.importorskip("fastmri.models")
+    torch.manual_seed(3)
+    reference = fastmri_models.Unet(in_chans=1, out_chans=1, chans=6, num_pool_layers=3, drop_prob=0.0)
+    state = reference.state_dict()
+    payload = state if wrapper == "plain" else {"state_dict": {"unet." + k: v for k, v in state.items()}}
+    path = tmp_path / "unet.pt"
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert loaded.name == "singlecoil_unet" and loaded.provenance.format == "state_dict"
+    assert loaded.config == {"chans": 6, "num_pool_layers": 3, "normalization": "meanstd"}
+    ours = loaded.model.state_dict()
+    assert all(torch.equal(ours["unet." + k], v) for k, v in state.items()) and len(ours) == len(state)
+    image = torch.rand(2, 1, 32, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.unet(image), reference(image), rtol=1e-5, atol=1e-5)

@@ -5,6 +5,9 @@ name, constructor arguments and the weights under kspacelab's names:
 
 * fastMRI-style VarNet state dicts (fastMRI's published weights): ``num_cascades``, ``chans``, ``pools``,
   ``sens_chans``, ``sens_pools`` read off the tensor shapes;
+* fastMRI's U-Net state dicts (its published single-coil knee U-Net, ``knee_sc_leaderboard_state_dict.pt``, or a
+  ``UnetModule`` Lightning checkpoint): the single-coil U-Net (``singlecoil_unet``) with ``chans`` and
+  ``num_pool_layers`` read off the tensor shapes and fastMRI's mean/std normalisation;
 * PromptMR+ state dicts in the reference implementation's names (hellopipu/PromptMR-plus: its published weights
   and the checkpoints of the teams that started from it): the configuration read off the tensor shapes
   (:func:`kspacelab.models.promptmr_compat.promptmr_kwargs`) or given as a YAML file (:func:`read_model_config`).
@@ -31,7 +34,7 @@ from kspacelab.models.promptmr_compat import promptmr_kwargs, shared_prelu_confl
 __all__ = ["external_model", "read_model_config", "unwrap_weights"]
 
 #: prefixes of the model's entries in the training modules that wrap it
-PREFIXES = ("model.", "promptmr.", "varnet.", "module.")
+PREFIXES = ("model.", "promptmr.", "varnet.", "unet.", "module.")
 _FIRST_CASCADE = "cascades.0.dc_weight"
 _VARNET_CASCADE = re.compile(r"^cascades\.(\d+)\.dc_weight$")
 
@@ -99,6 +102,17 @@ def varnet_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
     return kwargs
 
 
+def unet_kwargs(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Single-coil U-Net arguments of a fastMRI ``Unet(in_chans=1, out_chans=1, ...)`` state dict, or None if it is
+    not one."""
+    first = state.get("down_sample_layers.0.layers.0.weight")
+    pools = _count_levels(state, "")
+    last = state.get(f"up_conv.{pools - 1}.1.weight")
+    if first is None or last is None or first.ndim != 4 or first.shape[1] != 1 or last.shape[0] != 1:
+        return None
+    return {"chans": int(first.shape[0]), "num_pool_layers": pools, "normalization": "meanstd"}
+
+
 def read_model_config(path: str | Path) -> dict[str, Any]:
     """PromptMR+ constructor arguments from a YAML file.
 
@@ -150,13 +164,17 @@ def external_model(
         inferred = varnet_kwargs(weights)
         if inferred is not None:
             return "varnet", inferred, weights
+        inferred = unet_kwargs(weights)
+        if inferred is not None:
+            return "singlecoil_unet", inferred, {"unet." + k: v for k, v in weights.items()}
     try:
         kwargs = promptmr_kwargs(weights)
     except (ValueError, KeyError, IndexError) as err:
         raise KspacelabError(f"{path}: PromptMR+ weights that kspacelab cannot build: {err}") from None
     if kwargs is None:
         raise KspacelabError(
-            f"{path}: unknown weights (neither a fastMRI VarNet nor a PromptMR+ state dict, also looked for under "
+            f"{path}: unknown weights (neither a fastMRI VarNet or U-Net nor a PromptMR+ state dict, also looked for "
+            "under "
             "'state_dict' and 'module' and behind the prefixes " + ", ".join(PREFIXES) + ")"
         )
     if model_config is not None:
