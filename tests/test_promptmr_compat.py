@@ -216,7 +216,10 @@ def test_a_stage_can_start_from_reference_weights(reference: dict[str, Any], tmp
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ({"encoder.weight": torch.ones(2)}, "unknown weights (neither a fastMRI VarNet or U-Net nor a PromptMR+"),
+        (
+            {"encoder.weight": torch.ones(2)},
+            "unknown weights (neither a fastMRI VarNet or U-Net nor a PromptMR+",
+        ),
         ({"epoch": 3, "state_dict": {"loss.w": torch.ones(1)}}, "unknown weights"),
         ({"module": {"a": 1}, "ds_version": "0.14.0"}, "no model weights found"),
     ],

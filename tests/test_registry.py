@@ -22,9 +22,9 @@ from kspacelab.models import MODEL_REGISTRY, ReconModel, build_model
 from kspacelab.models.base import ReconSample, check_config
 from kspacelab.training import LoadedModel, ReconModule, load_model
 from kspacelab.training.classifier import ClassifierModule
-from kspacelab.training.singlecoil import GenerativeModule, SingleCoilModule
 from kspacelab.training.recipes import compose, find_config
 from kspacelab.training.run import fit
+from kspacelab.training.singlecoil import GenerativeModule, SingleCoilModule
 
 SINGLE_COIL_TASKS = ("singlecoil", "generative")
 COMMON = [
