@@ -33,7 +33,7 @@ FLOORS: list[list[str]] = [
     ["kspacelab.inference"],  # 6
     ["kspacelab.experts"],  # 7: may import inference; inference must not import experts
     ["kspacelab.evaluation", "kspacelab.report", "kspacelab.robustness", "kspacelab.multidevice"],  # 8
-    ["kspacelab.demo", "kspacelab.cli", "kspacelab.__main__"],  # 9
+    ["kspacelab.demo", "kspacelab.demo_singlecoil", "kspacelab.cli", "kspacelab.__main__"],  # 9
 ]
 
 

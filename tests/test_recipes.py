@@ -10,6 +10,7 @@ import yaml
 
 from helpers import tiny_overrides
 from kspacelab.cli import main
+from kspacelab.models import MODEL_REGISTRY
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "src" / "kspacelab" / "configs"
@@ -33,9 +34,13 @@ COMMON = ["--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "
 
 
 @pytest.mark.parametrize("config", _training_configs())
-def test_training_config_trains_two_steps(config: str, tiny_root: Path, tmp_path: Path) -> None:
+def test_training_config_trains_two_steps(
+    config: str, tiny_root: Path, tiny_singlecoil_root: Path, tmp_path: Path
+) -> None:
     path = CONFIGS / config
-    argv = ["train", "--config", str(path), "--data.root", str(tiny_root), *_tiny_overrides(path)]
+    task = MODEL_REGISTRY[yaml.safe_load(path.read_text())["model"]["model_name"]].task
+    root = tiny_singlecoil_root if task in ("singlecoil", "generative") else tiny_root
+    argv = ["train", "--config", str(path), "--data.root", str(root), *_tiny_overrides(path)]
     argv += ["--trainer.max_steps", "2", "--run-dir", str(tmp_path / "run"), *COMMON]
     assert main(argv) == 0
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2

@@ -181,3 +181,33 @@ def test_fastmri_unet_weights_load_as_the_single_coil_unet(tmp_path: Path, wrapp
     image = torch.rand(2, 1, 32, 24)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.unet(image), reference(image), rtol=1e-5, atol=1e-5)
+
+
+def test_singlecoil_demo_end_to_end_and_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from helpers import TINY_SC
+    from kspacelab.demo_singlecoil import SINGLECOIL_METHODS, run_singlecoil_demo
+
+    few = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", *QUIET[:2]]
+    unet = ["--model.model_kwargs", TINY_UNET, *few]
+    stylish = ["--model.model_kwargs", TINY_STYLISH, "--model.discriminator_kwargs", TINY_DISCRIMINATOR, *few]
+    result = run_singlecoil_demo(
+        tmp_path, preset=TINY_SC, progress=False, unet_overrides=unet, stylish_overrides=stylish
+    )
+    assert set(result.results) == set(SINGLECOIL_METHODS)
+    val = tmp_path / "data_singlecoil" / "singlecoil_val"
+    for method, per_acc in result.results.items():
+        assert sorted(per_acc) == [4, 8, 16, 32]
+        for acc, scores in per_acc.items():  # the table's numbers are evaluate's numbers of the written files
+            folder = {"zero-filled": "zero-filled", "U-Net": "unet", "generative": "generative"}[method]
+            again = evaluate_fastmri(val, tmp_path / "recon_singlecoil" / folder / f"x{acc}", progress=False)
+            assert again.means == scores.means
+    zero_filled = [result.results["zero-filled"][acc].means["ssim"] for acc in (4, 8, 16, 32)]
+    assert zero_filled == sorted(zero_filled, reverse=True)  # fewer lines, worse zero-filled images
+    report = result.report.read_text()
+    assert report.count("| x") == 12 and "singlecoil.png" in report and result.figure.stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    run_singlecoil_demo(
+        tmp_path, preset=TINY_SC, progress=False, unet_overrides=unet, stylish_overrides=stylish
+    )
+    printed = capsys.readouterr().out
+    assert "reusing the simulated dataset" in printed and printed.count("reusing the") == 3

@@ -298,6 +298,15 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from kspacelab.demo import run_demo
 
+    if args.moe and args.singlecoil:
+        raise KspacelabError("demo: --moe and --singlecoil are two different demos; choose one")
+    if args.singlecoil:
+        from kspacelab.demo_singlecoil import run_singlecoil_demo
+
+        if args.config is not None:
+            raise KspacelabError("demo --singlecoil trains its own two recipes; --config does not apply")
+        run_singlecoil_demo(Path(args.out), seed=args.seed, progress=not args.quiet)
+        return 0
     if args.moe:
         from kspacelab.demo import run_moe_demo
 
@@ -642,6 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mixture of experts instead: train four experts and an anatomy classifier, route the leaderboard, "
         "compare with a single model",
+    )
+    demo.add_argument(
+        "--singlecoil",
+        action="store_true",
+        help="extreme single-coil undersampling instead: simulate NYU single-coil knee files, train fastMRI's U-Net "
+        "and the generative texture model, score x4 / x8 / x16 / x32 (fastMRI metrics and the hallucination index)",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)

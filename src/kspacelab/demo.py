@@ -50,7 +50,7 @@ DEMO_CONFIG = "demo"
 DEMO_REFINER_CONFIG = "demo_refined"
 #: The bundle recipe of ``kspacelab demo --moe`` (a bundled recipe).
 DEMO_MOE_RECIPE = "demo_moe"
-_MARKER = "kspacelab-demo.json"
+MARKER = "kspacelab-demo.json"
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,12 @@ class DemoResult:
     report: Path
 
 
-def _prepare_data(out: Path, seed: int, preset: SimulationPreset, progress: bool) -> Path:
-    """Simulate the demo dataset into ``out/data``, reusing it when an identical earlier run made it."""
-    data = out / "data"
-    marker = data / _MARKER
+def prepare_data(
+    out: Path, seed: int, preset: SimulationPreset, progress: bool, folder: str = "data"
+) -> Path:
+    """Simulate the demo dataset into ``out/FOLDER``, reusing it when an identical earlier run made it."""
+    data = out / folder
+    marker = data / MARKER
     wanted = {"preset": dataclasses.asdict(preset), "seed": seed}
     if marker.is_file():
         if json.loads(marker.read_text()) == json.loads(json.dumps(wanted)):
@@ -99,7 +101,7 @@ def _train_expert(
         *overrides,
     ]
     start = time.perf_counter()
-    data_description = json.loads((data / _MARKER).read_text())
+    data_description = json.loads((data / MARKER).read_text())
     label = f"the {challenge.acc_folder(acceleration)} VarNet"
     best = fit_or_reuse([config], words, run_dir, label, extra=data_description, progress=progress)
     print(f"{challenge.acc_folder(acceleration)} VarNet ready in {time.perf_counter() - start:.0f} s")
@@ -196,7 +198,7 @@ def _train_refiner(
         *overrides,
     ]
     start = time.perf_counter()
-    description = {"data": json.loads((data / _MARKER).read_text()), "expert": _file_digest(expert)}
+    description = {"data": json.loads((data / MARKER).read_text()), "expert": _file_digest(expert)}
     label = f"the {challenge.acc_folder(acceleration)} refiner"
     best = fit_or_reuse([config], words, run_dir, label, extra=description, progress=progress)
     print(f"{challenge.acc_folder(acceleration)} refiner ready in {time.perf_counter() - start:.0f} s")
@@ -298,7 +300,7 @@ def run_demo(
     config = find_config(DEMO_CONFIG if config is None else config)
     out.mkdir(parents=True, exist_ok=True)
     resolved = PRESETS[preset] if isinstance(preset, str) else preset
-    data = _prepare_data(out, seed, resolved, progress)
+    data = prepare_data(out, seed, resolved, progress)
     leaderboard = data / "leaderboard"
     recon = out / "recon"
 
@@ -429,7 +431,7 @@ def run_moe_demo(
     recipe = find_config(DEMO_MOE_RECIPE if recipe is None else recipe)
     out.mkdir(parents=True, exist_ok=True)
     resolved = PRESETS[preset] if isinstance(preset, str) else preset
-    data = _prepare_data(out, seed, resolved, progress)
+    data = prepare_data(out, seed, resolved, progress)
     leaderboard = data / "leaderboard"
     manifest = train_bundle(recipe, out / "moe", ["--data.root", str(data), *train_overrides], progress)
     bundle = read_bundle(manifest)
