@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.kspacelab-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo demo-singlecoil test test-slow lint bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/kspacelab demo --out $(DEMO_OUT)
+
+demo-singlecoil: install
+	$(BIN)/kspacelab demo --singlecoil --out $(DEMO_OUT)
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q

@@ -129,32 +129,21 @@ def test_a_generative_run_killed_and_rerun_ends_bitwise_as_an_uninterrupted_one(
     steps cross the epoch boundary and its validation."""
     steps = 14
     reference = tmp_path / "reference"
-    command = [sys.executable, "-m", "kspacelab.cli"]
-    done = subprocess.run(
-        [*command, *_generative_command(tiny_singlecoil_root, reference, steps)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cli = ["-m", "kspacelab.cli"]
+
+    def train(run: Path, how: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, *how, *_generative_command(tiny_singlecoil_root, run, steps)]
+        return subprocess.run(
+            argv, env={**subprocess_env(), **env}, capture_output=True, text=True, timeout=300
+        )
+
+    done = train(reference, cli)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "killed"
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_WRITE, *_generative_command(tiny_singlecoil_root, run, steps)],
-        env={**subprocess_env(), "KILL_AFTER_STEP": str(kill_after)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = train(run, ["-c", KILL_AFTER_WRITE], KILL_AFTER_STEP=str(kill_after))
     last = run / "checkpoints" / "last.ckpt"
     assert killed.returncode == -9 and checkpoint_step(last) == kill_after, killed.stderr[-3000:]
-    again = subprocess.run(
-        [*command, *_generative_command(tiny_singlecoil_root, run, steps)],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = train(run, cli)
     assert again.returncode == 0, again.stderr[-3000:]
     assert_same_run(reference, run, f"a kill after step {kill_after}")
     state = torch.load(last, weights_only=True)

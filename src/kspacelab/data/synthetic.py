@@ -185,7 +185,8 @@ PRESETS["singlecoil"] = dataclasses.replace(
     leaderboard_volumes=1,
     knee_max=(2.0e-4, 5.0e-4),
 )
-# the same layout at a geometry a small U-Net trains on in seconds per epoch on 2 CPU cores
+# the same layout at a geometry a U-Net trains on in seconds per epoch on 2 CPU cores; 60 training volumes (about
+# 300 slices): with 10, fastMRI's U-Net gained almost nothing over zero-filling
 PRESETS["singlecoil-demo"] = dataclasses.replace(
     PRESETS["singlecoil"],
     name="singlecoil-demo",
@@ -194,8 +195,8 @@ PRESETS["singlecoil-demo"] = dataclasses.replace(
     crop=64,
     knee_coils=(8,),
     knee_slices=(4, 6),
-    train_volumes=10,
-    val_volumes=2,
+    train_volumes=60,
+    val_volumes=4,
     leaderboard_volumes=1,
 )
 
