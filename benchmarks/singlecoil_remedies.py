@@ -72,7 +72,7 @@ def main() -> None:
         with open(Path(__file__).with_name("RESULTS.md"), "a") as results_file:
             results_file.write(
                 f"\n## Single-coil generative model: the two remedies\n\n`{command}` (recipe {STYLISH_RECIPE}, "
-                f"{args.steps} optimiser steps each, validation files of the data)\n\n{table}\n"
+                f"{args.steps} optimiser steps each, the data's validation files)\n\n{table}\n"
             )
 
 

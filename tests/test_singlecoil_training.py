@@ -200,3 +200,21 @@ def test_singlecoil_demo_end_to_end_and_reused(tmp_path: Path, capsys: pytest.Ca
     )
     printed = capsys.readouterr().out
     assert "reusing the simulated dataset" in printed and printed.count("reusing the") == 3
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [("accumulate_grad_batches", "2", "accumulation"), ("gradient_clip_val", "1.0", "gradient clipping")],
+)
+def test_trainer_settings_manual_optimisation_cannot_use_are_one_line(
+    tiny_singlecoil_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+    value: str,
+    words: str,
+) -> None:
+    argv = _generative_command(tiny_singlecoil_root, tmp_path / "run", 2)
+    assert main([*argv, f"--trainer.{setting}", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kspacelab: error: train:") and words in err and "\n" not in err, err

@@ -31,6 +31,7 @@ import lightning.pytorch as L
 import torch
 import yaml
 from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -547,6 +548,9 @@ def fit(
         _load_pretrained_parts(cli.model)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
+    except MisconfigurationException as err:  # a trainer setting the module cannot use, e.g. manual optimisation
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise KspacelabError(f"train: {first}") from None
     except Exception as err:
         message = _worker_error(err)
         if message is None:
