@@ -95,3 +95,37 @@ def test_promptmr_team_configurations_forward_at_full_size(team: str, anatomy: s
     with torch.no_grad():
         out = model(kspace * mask, mask, crop_size=(384, 384))
     assert out.shape == (1, 384, 384) and torch.isfinite(out).all()
+
+
+#: parameters of the single-coil models at their recipes' sizes (fastMRI's U-Net: 32 channels, 4 pools)
+SINGLE_COIL_RECIPES = {
+    "singlecoil_unet": ("fastmri_singlecoil_unet", 7_756_097),
+    "singlecoil_varnet": ("singlecoil_varnet", 29_452_068),
+    "stylish": ("singlecoil_stylish", 7_913_794),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_COIL_RECIPES))
+def test_single_coil_models_forward_at_the_nyu_geometry(name: str) -> None:
+    """One forward pass of each single-coil model at its recipe's size on a simulated NYU-size slice (k-space
+    640 x 368, target 320 x 320) under fastMRI's x8 mask for the file: finite, of the target's size, and the
+    recipe configuration's parameter count (the README's table)."""
+    from kspacelab.data.singlecoil import SingleCoilTransform
+    from kspacelab.data.synthetic import simulate_single_coil_volume
+    from kspacelab.models import build_model
+    from kspacelab.training.recipes import compose
+
+    recipe, parameters = SINGLE_COIL_RECIPES[name]
+    model = build_model(name, **compose([recipe])["model"]["model_kwargs"]).eval()
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    volume = simulate_single_coil_volume(
+        volume_rng(0, "singlecoil_val", "file1000001"), with_overrides("singlecoil", knee_slices=(1, 1))
+    )
+    transform = SingleCoilTransform(model.input_spec(), [8], seed_from_fname=True)
+    attrs = {"max": float(volume.target.max())}
+    sample = transform(volume.kspace[0][None], None, volume.target[0], attrs, "file1000001.h5", 0)
+    batch = torch.utils.data.default_collate([sample])
+    assert batch.masked_kspace.shape == (1, 1, 640, 368, 2)
+    with torch.no_grad():
+        image = model.reconstruct(batch)
+    assert image.shape == (1, 320, 320) and bool(torch.isfinite(image).all()) and float(image.max()) > 0

@@ -246,7 +246,11 @@ def test_simulate_cli_and_refusals(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     assert "NYU single-coil knee" in capsys.readouterr().out
     counts = {split: len(list((out / split).glob("*.h5"))) for split in SINGLE_COIL_SPLITS}
-    assert counts == {"singlecoil_train": 1, "singlecoil_val": 2, "singlecoil_test": 2}
+    assert counts == {
+        "singlecoil_train": 1,
+        "singlecoil_val": PRESETS["singlecoil-demo"].val_volumes,
+        "singlecoil_test": 2,
+    }
     assert formats.read_nyu_header(out / "singlecoil_train" / "file1000001.h5").kspace_shape[1] == 128
     with pytest.raises(KspacelabError, match="annotations"):
         simulate_dataset(tmp_path / "x", TINY_SC, progress=False, annotations=True)
