@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from helpers import KILL_AFTER_WRITE, assert_same_run, checkpoint_step, subprocess_env
+from kspacelab import metrics
 from kspacelab.cli import main
 from kspacelab.data.singlecoil import SingleCoilDataModule
 from kspacelab.errors import KspacelabError
@@ -218,3 +219,36 @@ def test_trainer_settings_manual_optimisation_cannot_use_are_one_line(
     assert main([*argv, f"--trainer.{setting}", value]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("kspacelab: error: train:") and words in err and "\n" not in err, err
+
+
+def test_the_losses_are_those_documented_and_scale_free(tiny_singlecoil_root: Path) -> None:
+    data = SingleCoilDataModule(str(tiny_singlecoil_root), accelerations=[8])
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    output = batch.target * 0.9 + 0.05 * batch.target.mean()
+    scale = torch.as_tensor(batch.max_value, dtype=torch.float32)[:, None, None]
+    l1 = SingleCoilModule(loss="l1", model_kwargs={"chans": 4, "num_pool_layers": 2})
+    ssim = SingleCoilModule(loss="ssim", model_kwargs={"chans": 4, "num_pool_layers": 2})
+    expected_l1 = ((output - batch.target).abs() / scale).mean()
+    torch.testing.assert_close(l1.compute_loss(output, batch), expected_l1)
+    expected_ssim = 1 - metrics.ssim_per_slice(output / scale, batch.target / scale, 1.0).mean()
+    torch.testing.assert_close(ssim.compute_loss(output, batch), expected_ssim)
+    scaled = batch._replace(target=batch.target * 7, max_value=batch.max_value * 7)
+    for module in (l1, ssim):  # both images and the volume maximum x 7: the same loss
+        torch.testing.assert_close(
+            module.compute_loss(output * 7, scaled), module.compute_loss(output, batch)
+        )
+
+
+def test_a_batch_with_nan_is_one_line_naming_the_volume(tiny_singlecoil_root: Path) -> None:
+    data = SingleCoilDataModule(str(tiny_singlecoil_root), accelerations=[4])
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    bad = batch._replace(
+        masked_kspace=batch.masked_kspace.clone().index_fill_(3, torch.tensor([0]), float("nan"))
+    )
+    for module in (SingleCoilModule(model_kwargs={"chans": 4, "num_pool_layers": 2}), GenerativeModule()):
+        with pytest.raises(
+            KspacelabError, match=rf"{batch.fname[0]}: slice \d+: the validation k-space holds NaN"
+        ):
+            module.validation_step(bad, 0)

@@ -48,6 +48,7 @@ __all__ = [
     "RegularizerName",
     "ScheduleInterval",
     "SchedulerName",
+    "check_finite_batch",
     "configure_optimization",
     "linear_constant_step_lr",
     "step_lr_factor",
@@ -147,6 +148,44 @@ def step_lr_factor(epoch: int, step_size: int, gamma: float, start_epoch: int = 
 # ----------------------------------------------------------------------------------------------------
 # Lightning module
 # ----------------------------------------------------------------------------------------------------
+def _data_file(module: L.LightningModule, fname: str, what: str) -> str:
+    """The path of the k-space (or image) file of volume ``fname`` in ``module``'s trainer's data module, else
+    ``fname``."""
+    try:
+        datamodule = getattr(module.trainer, "datamodule", None)
+    except RuntimeError:  # not attached to a trainer
+        return fname
+    for split in ("train_dataset", "val_dataset"):
+        for info in getattr(getattr(datamodule, split, None), "volumes", None) or []:
+            volume = getattr(info, "volume", None)
+            if getattr(volume, "name", None) == fname:
+                path = volume.kspace_path if what == "k-space" else volume.image_path  # type: ignore[union-attr]
+                return str(path or fname)
+    return fname
+
+
+def check_finite_batch(module: L.LightningModule, batch: ReconSample, stage: str) -> None:
+    """Refuse a batch whose k-space or target holds NaN or Inf (one line naming the file and the slice).
+
+    Raises:
+        KspacelabError: ``FILE: slice S: the training k-space holds NaN or Inf values`` (the first bad slice;
+            ``FILE`` is the k-space file's path when ``module``'s data module knows it, else the volume's name).
+    """
+    named = (("k-space", batch.masked_kspace), ("target", batch.target))
+    finite = [torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(dim=1) for _, t in named]
+    if bool(torch.stack(finite).all()):  # one device sync per step
+        return
+    slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
+    for (what, _), ok in zip(named, finite, strict=True):
+        bad = (~ok).nonzero().reshape(-1).tolist()
+        if bad:
+            i = bad[0]
+            where = _data_file(module, str(batch.fname[i]), what)
+            raise KspacelabError(
+                f"{where}: slice {int(slices[i])}: the {stage} {what} holds NaN or Inf values"
+            )
+
+
 class ReconModule(L.LightningModule):
     """A reconstruction model trained with the masked leaderboard SSIM (the loss of the top 2025 entries).
 
@@ -390,40 +429,8 @@ class ReconModule(L.LightningModule):
             return 0
 
     def check_finite(self, batch: ReconSample, stage: str) -> None:
-        """Refuse a batch whose k-space or target holds NaN or Inf (one line naming the file and the slice).
-
-        Raises:
-            KspacelabError: ``FILE: slice S: the training k-space holds NaN or Inf values`` (the first bad slice;
-                ``FILE`` is the k-space file's path when the data module knows it, else the volume's name).
-        """
-        named = (("k-space", batch.masked_kspace), ("target", batch.target))
-        finite = [torch.isfinite(t.detach()).reshape(t.shape[0], -1).all(dim=1) for _, t in named]
-        if bool(torch.stack(finite).all()):  # one device sync per step
-            return
-        slices = torch.as_tensor(batch.slice_num).reshape(-1).tolist()
-        for (what, _), ok in zip(named, finite, strict=True):
-            bad = (~ok).nonzero().reshape(-1).tolist()
-            if bad:
-                i = bad[0]
-                where = self._data_file(str(batch.fname[i]), what)
-                raise KspacelabError(
-                    f"{where}: slice {int(slices[i])}: the {stage} {what} holds NaN or Inf values"
-                )
-
-    def _data_file(self, fname: str, what: str) -> str:
-        """The path of the k-space (or image) file of volume ``fname`` in the trainer's data module, else
-        ``fname``."""
-        try:
-            datamodule = getattr(self.trainer, "datamodule", None)
-        except RuntimeError:  # not attached to a trainer
-            return fname
-        for split in ("train_dataset", "val_dataset"):
-            for info in getattr(getattr(datamodule, split, None), "volumes", None) or []:
-                volume = getattr(info, "volume", None)
-                if getattr(volume, "name", None) == fname:
-                    path = volume.kspace_path if what == "k-space" else volume.image_path  # type: ignore[union-attr]
-                    return str(path or fname)
-        return fname
+        """Refuse a batch whose k-space or target holds NaN or Inf (:func:`check_finite_batch`)."""
+        check_finite_batch(self, batch, stage)
 
     def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss; logs ``train/loss`` on the progress bar.

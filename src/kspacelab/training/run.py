@@ -548,7 +548,9 @@ def fit(
         _load_pretrained_parts(cli.model)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
-    except MisconfigurationException as err:  # a trainer setting the module cannot use, e.g. manual optimisation
+    except (
+        MisconfigurationException
+    ) as err:  # a trainer setting the module cannot use, e.g. manual optimisation
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise KspacelabError(f"train: {first}") from None
     except Exception as err:

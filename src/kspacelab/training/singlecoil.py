@@ -43,6 +43,7 @@ from kspacelab.training.module import (
     OptimizerName,
     ScheduleInterval,
     SchedulerName,
+    check_finite_batch,
     configure_optimization,
 )
 
@@ -178,7 +179,12 @@ class SingleCoilModule(L.LightningModule):
         return 1.0 - metrics.ssim_per_slice(output, target, 1.0).mean()
 
     def training_step(self, batch: ReconSample, batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss; logs ``train/loss``."""
+        """One optimisation step's loss; logs ``train/loss``.
+
+        Raises:
+            KspacelabError: NaN or Inf in the batch (:func:`~kspacelab.training.module.check_finite_batch`).
+        """
+        check_finite_batch(self, batch, "training")
         output = self(batch)
         loss = self.compute_loss(output, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=output.shape[0])
@@ -190,6 +196,7 @@ class SingleCoilModule(L.LightningModule):
 
     def validation_step(self, batch: ReconSample, batch_idx: int) -> None:
         """Keep every slice's output and target for the volume metrics at the epoch end."""
+        check_finite_batch(self, batch, "validation")
         output = self(batch).detach().float().cpu().numpy()
         target = batch.target.detach().float().cpu().numpy()
         accelerations = torch.as_tensor(batch.acceleration).reshape(-1).tolist()
@@ -311,6 +318,7 @@ class GenerativeModule(SingleCoilModule):
         optimizers = self.optimizers()
         assert isinstance(optimizers, list)  # two optimisers (configure_optimizers)
         g_opt, d_opt = optimizers
+        check_finite_batch(self, batch, "training")
         h, w = batch.target.shape[-2:]
         out = self.model.generate(batch, (int(h), int(w)), texture_source="target")  # type: ignore[operator]
         real, fake = out.target_normalised.detach(), out.normalised.detach()
