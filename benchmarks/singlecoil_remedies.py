@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def main() -> None:
     results: dict[str, dict[int, FastmriResult]] = {}
     seconds: dict[str, float] = {}
     for name, switches in VARIANTS.items():
-        slug = name.strip("+ ").replace(" ", "_")
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
         words = ["--data.root", str(args.data), "--trainer.max_steps", str(args.steps), *switches]
         words += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
         start = time.perf_counter()
