@@ -175,7 +175,7 @@ def test_fastmri_unet_weights_load_as_the_single_coil_unet(tmp_path: Path, wrapp
 
 def test_singlecoil_demo_end_to_end_and_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from helpers import TINY_SC
-    from kspacelab.demo_singlecoil import SINGLECOIL_METHODS, run_singlecoil_demo
+    from kspacelab.demo_singlecoil import SINGLECOIL_METHODS, method_folder, run_singlecoil_demo
 
     few = ["--trainer.max_steps", "4", "--trainer.val_check_interval", "2", *QUIET[:2]]
     unet = ["--model.model_kwargs", TINY_UNET, *few]
@@ -188,7 +188,7 @@ def test_singlecoil_demo_end_to_end_and_reused(tmp_path: Path, capsys: pytest.Ca
     for method, per_acc in result.results.items():
         assert sorted(per_acc) == [4, 8, 16, 32]
         for acc, scores in per_acc.items():  # the table's numbers are evaluate's numbers of the written files
-            folder = {"zero-filled": "zero-filled", "U-Net": "unet", "generative": "generative"}[method]
+            folder = method_folder(method)
             again = evaluate_fastmri(val, tmp_path / "recon_singlecoil" / folder / f"x{acc}", progress=False)
             assert again.means == scores.means
     zero_filled = [result.results["zero-filled"][acc].means["ssim"] for acc in (4, 8, 16, 32)]

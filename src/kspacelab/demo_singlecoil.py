@@ -26,7 +26,13 @@ from kspacelab.masks import SINGLE_COIL_EXTREME
 from kspacelab.report import ComparisonRow, comparison_grid
 from kspacelab.training.run import fit_or_reuse
 
-__all__ = ["SINGLECOIL_METHODS", "SingleCoilDemoResult", "run_singlecoil_demo", "singlecoil_table"]
+__all__ = [
+    "SINGLECOIL_METHODS",
+    "SingleCoilDemoResult",
+    "method_folder",
+    "run_singlecoil_demo",
+    "singlecoil_table",
+]
 
 #: The recipes the demo trains (bundled recipes).
 UNET_RECIPE = "demo_singlecoil_unet"
@@ -73,7 +79,7 @@ def _figure_rows(val: Path, recon: Path) -> list[ComparisonRow]:
     rows = []
     for acc in ACCELERATIONS:
         images = {
-            method: formats.read_reconstruction(recon / _folder(method) / f"x{acc}" / path.name)[index]
+            method: formats.read_reconstruction(recon / method_folder(method) / f"x{acc}" / path.name)[index]
             for method in SINGLECOIL_METHODS
         }
         scores = {m: metrics.ssim(target[None], image[None], data_range) for m, image in images.items()}
@@ -81,7 +87,8 @@ def _figure_rows(val: Path, recon: Path) -> list[ComparisonRow]:
     return rows
 
 
-def _folder(method: str) -> str:
+def method_folder(method: str) -> str:
+    """The folder name of ``method``'s reconstructions under ``OUT/recon_singlecoil/`` (one per acceleration)."""
     return {ZERO_FILLED: "zero-filled", UNET: "unet", GENERATIVE: "generative"}[method]
 
 
@@ -131,7 +138,7 @@ def run_singlecoil_demo(
     for acc in ACCELERATIONS:
         options = ReconOptions(progress=progress, acceleration=acc)
         for method in SINGLECOIL_METHODS:
-            folder = recon / _folder(method) / f"x{acc}"
+            folder = recon / method_folder(method) / f"x{acc}"
             if method == ZERO_FILLED:
                 reconstruct_dataset(val, folder, "zero-filled", options)
             else:

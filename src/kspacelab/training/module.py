@@ -50,6 +50,7 @@ __all__ = [
     "SchedulerName",
     "check_finite_batch",
     "configure_optimization",
+    "data_range",
     "linear_constant_step_lr",
     "step_lr_factor",
     "warmup_cosine_lr",
@@ -148,6 +149,14 @@ def step_lr_factor(epoch: int, step_size: int, gamma: float, start_epoch: int = 
 # ----------------------------------------------------------------------------------------------------
 # Lightning module
 # ----------------------------------------------------------------------------------------------------
+def data_range(batch: ReconSample) -> torch.Tensor:
+    """``max_value`` per slice ``(B,)`` in the target's dtype (the volume's maximum, the SSIM data range); where it is
+    unknown (0) the slice's target maximum, never 0."""
+    max_value = torch.as_tensor(batch.max_value, device=batch.target.device).to(batch.target.dtype)
+    fallback = batch.target.detach().flatten(1).amax(dim=1).clamp_min(torch.finfo(batch.target.dtype).tiny)
+    return torch.where(max_value > 0, max_value, fallback)
+
+
 def _data_file(module: L.LightningModule, fname: str, what: str) -> str:
     """The path of the k-space (or image) file of volume ``fname`` in ``module``'s trainer's data module, else
     ``fname``."""
@@ -361,12 +370,8 @@ class ReconModule(L.LightningModule):
 
     @staticmethod
     def _data_range(batch: ReconSample) -> torch.Tensor:
-        """``max_value`` per slice ``(B,)``; where it is unknown (0) the slice's target maximum."""
-        max_value = torch.as_tensor(batch.max_value, device=batch.target.device).to(batch.target.dtype)
-        fallback = (
-            batch.target.detach().flatten(1).amax(dim=1).clamp_min(torch.finfo(batch.target.dtype).tiny)
-        )
-        return torch.where(max_value > 0, max_value, fallback)
+        """:func:`data_range` of the batch."""
+        return data_range(batch)
 
     @staticmethod
     def _volume_max_area(batch: ReconSample) -> torch.Tensor | None:

@@ -45,6 +45,7 @@ from kspacelab.training.module import (
     SchedulerName,
     check_finite_batch,
     configure_optimization,
+    data_range,
 )
 
 __all__ = ["GenerativeModule", "SingleCoilModule", "acc_label"]
@@ -66,14 +67,6 @@ def _seeded(fork: contextlib.AbstractContextManager[Any], seed: int) -> Iterator
 def acc_label(acceleration: int) -> str:
     """The name of an acceleration in logs and tables: ``x4``, ``x8``, ``x16``, ``x32``."""
     return f"x{int(acceleration)}"
-
-
-def _data_range(batch: ReconSample) -> torch.Tensor:
-    """``(B,)`` volume maximum of the target (file attr ``max``), else the slice target's maximum, never 0."""
-    target = batch.target.detach()
-    given = torch.as_tensor(batch.max_value, dtype=torch.float32, device=target.device).reshape(-1)
-    own = target.flatten(1).amax(dim=1).float()
-    return torch.where(given > 0, given, own).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def volume_scores(records: Sequence[_Record]) -> dict[int, dict[str, float]]:
@@ -172,7 +165,7 @@ class SingleCoilModule(L.LightningModule):
 
     def compute_loss(self, output: torch.Tensor, batch: ReconSample) -> torch.Tensor:
         """The training loss of a batch (``loss``), scale-free: images divided by the volume's maximum."""
-        scale = _data_range(batch)[:, None, None]
+        scale = data_range(batch)[:, None, None]
         output, target = output.float() / scale, batch.target.float() / scale
         if self.hparams["loss"] == "l1":
             return (output - target).abs().mean()
