@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -781,3 +785,52 @@ def test_discover_nyu(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError) as err:
         discover_nyu(tmp_path / "absent")
     _assert_one_line(err, tmp_path / "absent", "not found")
+
+
+def test_no_file_appears_after_a_rollback_from_another_thread_while_writes_are_paused(tmp_path: Path) -> None:
+    """A device process's watcher thread removes the run's files while the main thread goes on: a write whose
+    path was claimed before the rollback must not reach the disk while the watcher holds ``writes_paused``
+    (it ends the process inside that block)."""
+    run = formats.OutputSet()
+    claimed, rolled_back = threading.Event(), threading.Event()
+    written = tmp_path / "out" / "late.txt"
+    formats.atomic_text(run.claim(tmp_path / "out" / "early.txt"), "x")
+
+    def writer() -> None:
+        path = run.claim(written)
+        claimed.set()
+        rolled_back.wait(10)
+        formats.atomic_text(path, "written after the rollback")
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert claimed.wait(10)
+    with formats.writes_paused():
+        run.rollback()
+        rolled_back.set()
+        thread.join(0.5)  # the writer would write now, without the pause
+        left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    thread.join(10)
+    assert left == []
+    assert written.read_text() == "written after the rollback"  # it waited, it was not lost or broken
+
+
+def test_a_second_sigint_does_not_stop_the_rollback(tmp_path: Path) -> None:
+    """A device process gets SIGINT from torch when its command dies, sometimes twice: the rollback that the first
+    KeyboardInterrupt starts must finish all the same, and the first exception is what propagates."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+
+    class InterruptedRollback(formats.OutputSet):
+        def rollback(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # the second SIGINT, before any file is removed
+            time.sleep(0.2)  # the handler runs here, if SIGINT is not ignored
+            super().rollback()
+
+    run = InterruptedRollback()
+    with pytest.raises(KeyboardInterrupt, match="first"), formats.all_or_nothing(run):
+        for i in range(3):
+            formats.atomic_text(run.claim(tmp_path / "out" / f"f{i}.txt"), "x")
+        raise KeyboardInterrupt("first")
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

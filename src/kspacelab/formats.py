@@ -26,6 +26,8 @@ import operator
 import os
 import re
 import secrets
+import signal
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -293,11 +295,31 @@ def _temporary(target: Path) -> Path:
     return target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
 
 
+# Held by every atomic write from the creation of its temporary to its rename (re-entrant: a write may nest).
+_WRITING = threading.RLock()
+
+
+@contextmanager
+def writes_paused() -> Iterator[None]:
+    """Hold every atomic write of this process for the duration of the block: the write in progress (in another
+    thread) ends first, later ones wait before they create anything. A thread that removes a run's files while
+    the run goes on (a device process whose command was killed) rolls back inside this block and exits before
+    it ends, so no file appears after the rollback."""
+    with _WRITING:
+        yield
+
+
 @contextmanager
 def _replacing(path: StrPath) -> Iterator[Path]:
     """A fresh hidden temporary beside ``path`` (its folder created if needed) for the block to write; afterwards
     synced and renamed onto ``path``. On any exception the temporary is deleted and the exception re-raised, an
-    OS error as a one-line :class:`KspacelabError` naming ``path``."""
+    OS error as a one-line :class:`KspacelabError` naming ``path``. Runs under :func:`writes_paused`'s lock."""
+    with _WRITING, _replacing_unlocked(path) as tmp:
+        yield tmp
+
+
+@contextmanager
+def _replacing_unlocked(path: StrPath) -> Iterator[Path]:
     target = Path(path)
     tmp: Path | None = None
     try:
@@ -426,8 +448,24 @@ def all_or_nothing(outputs: OutputSet | None = None) -> Iterator[OutputSet]:
     try:
         yield run
     except BaseException:
-        run.rollback()
+        with sigint_ignored():  # a second Ctrl-C (or SIGINT) must not stop the rollback half-way
+            run.rollback()
         raise
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT (Ctrl-C) in the block when called from the main thread (elsewhere a no-op): a SIGINT that
+    arrives meanwhile is dropped. Processes started in the block inherit the ignored signal from their first
+    instruction."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def is_reconstruction_file(path: StrPath) -> bool:

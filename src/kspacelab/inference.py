@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,9 +245,10 @@ def end_with_parent(parent: int, cleanup: Callable[[], None] | None = None) -> N
 def _exit_with_parent(parent: int, cleanup: Callable[[], None] | None, interval: float = 0.2) -> None:
     while os.getppid() == parent:
         time.sleep(interval)
-    if cleanup is not None:
-        cleanup()
-    os._exit(1)
+    with formats.writes_paused():  # the main thread writes nothing more: no file appears after the cleanup
+        if cleanup is not None:
+            cleanup()
+        os._exit(1)
 
 
 def calibration_check(method: str) -> Callable[[formats.Volume], None] | None:
@@ -263,20 +264,6 @@ def calibration_check(method: str) -> Callable[[formats.Volume], None] | None:
             raise DataFormatError(vol.kspace_path, f"{method} needs a calibration block: {err}") from err
 
     return check
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while worker processes are started, so that they inherit the ignored signal from their first
-    instruction (a terminal's Ctrl-C reaches the whole process group; the parent alone handles it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _close_pool(pool: ProcessPoolExecutor) -> Callable[..., bool]:
@@ -380,7 +367,7 @@ def reconstruct_dataset(
                 initargs=(threads or max(1, torch.get_num_threads() // workers), os.getpid()),
             )
             stack.push(_close_pool(pool))  # on an error or Ctrl-C: end the workers, do not finish the rest
-            with _sigint_ignored():  # the workers start on the first submits
+            with formats.sigint_ignored():  # the workers start on the first submits; they inherit it
                 pending = [[pool.submit(_classical_slice, *job) for job in jobs] for _, _, _, jobs in plan]
         bar = stack.enter_context(
             tqdm(total=total_slices, desc=f"reconstruct ({method})", unit="slice", disable=not progress)
