@@ -12,13 +12,16 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from kspacelab.data.anatomy import AnatomyItem
-from kspacelab.errors import KspacelabError
-from kspacelab.models import build_model
-from kspacelab.training.module import OptimizerName, SchedulerName, configure_optimization
+from kspacelab.training.module import (
+    OptimizerName,
+    SchedulerName,
+    build_configured_model,
+    configure_optimization,
+    records_of_all_ranks,
+)
 
 __all__ = ["CLASSIFIER_MONITOR", "ClassifierModule"]
 
@@ -54,10 +57,7 @@ class ClassifierModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        try:
-            self.model = build_model(model_name, **(model_kwargs or {}))
-        except (TypeError, ValueError) as err:
-            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+        self.model = build_configured_model(model_name, model_kwargs)
         self._val_records: list[tuple[str, torch.Tensor, int]] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -87,11 +87,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log ``val/loss``, ``val/slice_accuracy``, ``val/accuracy`` (per volume) and ``val/score``."""
-        records = self._val_records
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[tuple[str, torch.Tensor, int]] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, records)
-            records = [r for part in gathered for r in (part or [])]
+        records = records_of_all_ranks(self._val_records)
         if not records:
             return
         logits = torch.stack([r[1] for r in records])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lightning.pytorch as L
 import torch
@@ -63,6 +63,9 @@ ScheduleInterval = Literal["step", "epoch"]
 
 #: Metric that selects the best checkpoint (maximised).
 MONITOR = "val/ssim"
+
+
+_T = TypeVar("_T")
 
 
 def _deepspeed_cpu_adamw(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -195,6 +198,24 @@ def check_finite_batch(module: L.LightningModule, batch: ReconSample, stage: str
             )
 
 
+def build_configured_model(model_name: str, model_kwargs: dict[str, Any] | None) -> torch.nn.Module:
+    """The registered model ``model_name`` built with ``model_kwargs``; a bad argument is one line
+    (:class:`KspacelabError` naming ``model.model_kwargs``)."""
+    try:
+        return build_model(model_name, **dict(model_kwargs or {}))
+    except (TypeError, ValueError) as err:
+        raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+
+
+def records_of_all_ranks(records: list[_T]) -> list[_T]:
+    """``records`` of every rank, pooled in rank order (this rank's alone outside a multi-process run)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return records
+    gathered: list[list[_T] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, records)
+    return [r for part in gathered for r in (part or [])]
+
+
 class ReconModule(L.LightningModule):
     """A reconstruction model trained with the masked leaderboard SSIM (the loss of the top 2025 entries).
 
@@ -261,8 +282,8 @@ class ReconModule(L.LightningModule):
             ``"snu2026"`` (``1 - (SSIM_full + SSIM_bbox) / 2`` of the 2026 challenge,
             :func:`~kspacelab.metrics.snu2026_loss`, boxes from the image files' annotations; not with MRAugment,
             which moves the anatomy away from the boxes, nor with ``area_weighted_loss`` or ``background_weight``).
-        optimizer: ``"adamw"``, ``"adam"``, ``"nadam"``, ``"rmsprop"`` or ``"deepspeed_cpu_adamw"`` (DeepSpeed's CPU AdamW, for
-            ZeRO with the optimiser offloaded to the CPU; needs the ``deepspeed`` extra).
+        optimizer: ``"adamw"``, ``"adam"``, ``"nadam"``, ``"rmsprop"`` or ``"deepspeed_cpu_adamw"`` (DeepSpeed's
+            CPU AdamW, for ZeRO with the optimiser offloaded to the CPU; needs the ``deepspeed`` extra).
         lr: peak learning rate.
         weight_decay: weight decay of the optimiser (decoupled for AdamW).
         scheduler: ``"none"``; ``"cosine"`` (linear warmup over ``warmup_epochs``, then cosine to ``min_lr``,
@@ -334,10 +355,7 @@ class ReconModule(L.LightningModule):
                 f"model.model_name: unknown reconstruction model {model_name!r}; registered: {reconstruction}"
             )
         self.save_hyperparameters()
-        try:
-            self.model = build_model(model_name, **dict(model_kwargs or {}))
-        except (TypeError, ValueError) as err:
-            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+        self.model = build_configured_model(model_name, model_kwargs)
         try:
             self.input_spec: InputSpec = self.model.input_spec().with_crop(crop_height)  # type: ignore[operator]
         except ValueError as err:
@@ -534,11 +552,7 @@ class ReconModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Pool the slices of all ranks (duplicates from rank padding counted once), log the means."""
-        records = self._val_records
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[_ValRecord] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, records)
-            records = [r for part in gathered for r in (part or [])]
+        records = records_of_all_ranks(self._val_records)
         unique = {(r[0], r[1], r[2]): (r[3], r[4], r[5]) for r in records}
         per_acc: dict[int, list[float]] = {}
         full: dict[int, list[float]] = {}

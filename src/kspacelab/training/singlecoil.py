@@ -27,11 +27,10 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from kspacelab import metrics
 from kspacelab.errors import KspacelabError
-from kspacelab.models import MODEL_REGISTRY, build_model
+from kspacelab.models import MODEL_REGISTRY
 from kspacelab.models.base import InputSpec, ReconSample
 from kspacelab.models.stylish import (
     PatchDiscriminator,
@@ -43,9 +42,11 @@ from kspacelab.training.module import (
     OptimizerName,
     ScheduleInterval,
     SchedulerName,
+    build_configured_model,
     check_finite_batch,
     configure_optimization,
     data_range,
+    records_of_all_ranks,
 )
 
 __all__ = ["GenerativeModule", "SingleCoilModule", "acc_label"]
@@ -73,8 +74,8 @@ def volume_scores(records: Sequence[_Record]) -> dict[int, dict[str, float]]:
     """fastMRI's volume metrics of validation records, averaged over volumes per acceleration.
 
     Slices are grouped into volumes by ``(file, acceleration)`` and ordered by slice index; each volume is scored
-    with :func:`kspacelab.metrics.fastmri_volume_scores` (as ``evaluate --metric fastmri`` scores). Returns ``{acceleration: {"nmse", "psnr", "ssim",
-    "hallucination", "volumes"}}``.
+    with :func:`kspacelab.metrics.fastmri_volume_scores` (as ``evaluate --metric fastmri`` scores). Returns
+    ``{acceleration: {"nmse", "psnr", "ssim", "hallucination", "volumes"}}``.
     """
     volumes: dict[tuple[str, int], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     for fname, acc, slice_num, output, target in records:
@@ -152,10 +153,7 @@ class SingleCoilModule(L.LightningModule):
             raise KspacelabError(
                 f"model.model_name: {model_name!r} is not a model of the {self.task!r} task; choose from {allowed}"
             )
-        try:
-            return build_model(model_name, **dict(model_kwargs or {}))
-        except (TypeError, ValueError) as err:
-            raise KspacelabError(f"model.model_kwargs: cannot build {model_name!r}: {err}") from None
+        return build_configured_model(model_name, model_kwargs)
 
     def forward(self, batch: ReconSample) -> torch.Tensor:
         """Reconstruction ``(B, h, w)`` of a batch at the size of ``batch.target``."""
@@ -199,11 +197,7 @@ class SingleCoilModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Log the volume metrics per acceleration and ``val/ssim`` (all ranks' slices pooled)."""
-        records = self._val_records
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[_Record] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, records)
-            records = [r for part in gathered for r in (part or [])]
+        records = records_of_all_ranks(self._val_records)
         self._val_records = []
         if not records:
             return
