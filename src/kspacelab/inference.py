@@ -518,8 +518,9 @@ def refuse_nyu_folder(data: str | Path, what: str) -> None:
 def validate_nyu_volume(volume: formats.Volume, acceleration: int | None) -> None:
     """Check a single-coil NYU file completely (one-line DataFormatError otherwise): header
     (:func:`kspacelab.formats.read_nyu_header`), single-coil ``kspace`` ``(S, H, W)`` with ``S, H, W >= 1``, finite
-    k-space and target, a ``mask`` (the file's or the drawn one) that samples a line; and the mask source: a file with a ``mask`` (a test file)
-    is refused with ``acceleration`` (it would not be used), a fully sampled file without it."""
+    k-space and target, a ``mask`` (the file's or the drawn one) that samples a line; and the mask source: a file
+    with a ``mask`` (a test file) is refused with ``acceleration`` (it would not be used), a fully sampled file
+    without it."""
     path = volume.kspace_path
     header = formats.read_nyu_header(path)
     if header.multicoil:

@@ -70,10 +70,12 @@ class SingleCoilTransform(SliceTransform):
         seed_from_fname: masks seeded with the file name (validation: fastMRI's masks).
         mask_seed: seed of the training draws.
         """
-        super().__init__(input_spec if input_spec is not None else InputSpec(multicoil=False))
+        super().__init__(
+            input_spec if input_spec is not None else InputSpec(multicoil=False),
+            seed_from_fname=seed_from_fname,
+            mask_seed=int(mask_seed),
+        )
         self.accelerations = _check_accelerations(accelerations)
-        self.seed_from_fname = seed_from_fname
-        self.mask_seed = int(mask_seed)
         self._mask_funcs = {a: masks.single_coil_mask_func(a) for a in self.accelerations}
 
     def mask_for(
@@ -87,12 +89,7 @@ class SingleCoilTransform(SliceTransform):
             )
             acc = self.accelerations[int(rng.integers(len(self.accelerations)))]
         func = self._mask_funcs.get(int(acc)) or masks.single_coil_mask_func(int(acc))
-        seed: masks.Seed = (
-            masks.fname_seed(fname)
-            if self.seed_from_fname
-            else stable_seed(self.mask_seed, self.epoch, fname, slice_num)
-        )
-        line, num_low = func.sample_lines(width, seed=seed)
+        line, num_low = func.sample_lines(width, seed=self.mask_draw_seed(fname, slice_num))
         return line, int(acc), int(num_low)
 
     def __call__(

@@ -167,13 +167,17 @@ class SliceTransform:
             return masks.as_line_mask(file_mask)
         if self.mask_func is None:
             raise ValueError(f"{fname}: the file has no mask and no mask_func was given")
-        seed: Any = None
-        if self.seed_from_fname:
-            seed = masks.fname_seed(fname)
-        elif self.mask_seed is not None:
-            seed = stable_seed(self.mask_seed, self.epoch, fname, slice_num)
-        drawn, _ = self.mask_func(shape, seed=seed)
+        drawn, _ = self.mask_func(shape, seed=self.mask_draw_seed(fname, slice_num))
         return masks.as_line_mask(drawn)
+
+    def mask_draw_seed(self, fname: str, slice_num: int) -> masks.Seed:
+        """The seed of a drawn mask: the file name's (``seed_from_fname``), else one of ``(mask_seed, epoch, file
+        name, slice)``, else None (the mask function's own RNG state)."""
+        if self.seed_from_fname:
+            return masks.fname_seed(fname)
+        if self.mask_seed is not None:
+            return stable_seed(self.mask_seed, self.epoch, fname, slice_num)
+        return None
 
     def __call__(
         self,
